@@ -15,9 +15,9 @@ __all__ = ["TrainConfig", "EpochRecord", "TrainResult"]
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 64  # global: each of N DDP ranks takes batch_size // N
+    batch_size: int = 32  # global: each of N DDP ranks takes batch_size // N
     optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = 1e-3
+    lr: float = 3e-3  # Adam; the CLI uses 0.1 for SGD
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # L2 (coupled) for both optimizers
     schedule: Literal["cosine", "step", "none"] = "cosine"  # stepped once per epoch
