@@ -1,0 +1,94 @@
+"""UnIT: unstructured inference-time pruning (skip MACs whose |x*w| is at most a threshold).
+
+``convert(model)`` swaps Linear / Conv1d / Conv2d layers for UnIT layers, ``calibrate(model,
+loader)`` sets per-layer thresholds from a percentile of activation-weight products, and the
+layers' counters say how many MACs ran. Semantics: :mod:`layerwise.unit.reference`.
+"""
+
+from .calibrate import SweepPoint, calibrate, collect_products, sweep
+from .convert import (
+    ConversionReport,
+    convert,
+    per_layer_counts,
+    reset_counts,
+    set_division,
+    set_enabled,
+    total_counts,
+    unit_layers,
+)
+from .counts import MacCounts
+from .division import (
+    METHODS,
+    PivotTree,
+    balanced_tree,
+    calibrate_pivots,
+    decision_agreement,
+    division_steps,
+    threshold_ratio,
+)
+from .fixed_point import FixedResult, QFormat, fixed_conv2d, fixed_linear, quantize_threshold
+from .kernels import KernelResult, unit_conv_kernel, unit_linear_kernel
+from .layers import UNIT_LAYER_TYPES, UnITConv1d, UnITConv2d, UnITLinear
+from .mcu import (
+    PROFILES,
+    RUNTIMES,
+    McuEstimate,
+    McuProfile,
+    McuWork,
+    cost,
+    estimate,
+    get_profile,
+    work_for,
+)
+from .reference import threshold_per_output, unit_conv, unit_linear
+
+__all__ = [
+    # core: semantics, layers, conversion, calibration, counters
+    "ConversionReport",
+    "MacCounts",
+    "SweepPoint",
+    "UNIT_LAYER_TYPES",
+    "UnITConv1d",
+    "UnITConv2d",
+    "UnITLinear",
+    "calibrate",
+    "collect_products",
+    "convert",
+    "per_layer_counts",
+    "reset_counts",
+    "set_division",
+    "set_enabled",
+    "sweep",
+    "threshold_per_output",
+    "total_counts",
+    "unit_conv",
+    "unit_layers",
+    "unit_linear",
+    # division approximations (section 2.2)
+    "METHODS",
+    "PivotTree",
+    "balanced_tree",
+    "calibrate_pivots",
+    "decision_agreement",
+    "division_steps",
+    "threshold_ratio",
+    # compiled kernels and fixed point
+    "FixedResult",
+    "KernelResult",
+    "QFormat",
+    "fixed_conv2d",
+    "fixed_linear",
+    "quantize_threshold",
+    "unit_conv_kernel",
+    "unit_linear_kernel",
+    # MCU cost model
+    "PROFILES",
+    "RUNTIMES",
+    "McuEstimate",
+    "McuProfile",
+    "McuWork",
+    "cost",
+    "estimate",
+    "get_profile",
+    "work_for",
+]

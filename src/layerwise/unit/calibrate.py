@@ -1,0 +1,332 @@
+"""Per-layer (and per-group) UnIT thresholds from held-out data, and percentile sweeps.
+
+"A one-time calibration phase that collects statistics of activation-weight products from a
+held-out batch to compute per-layer thresholds using a fixed percentile (e.g., 20th)" (paper
+section 2.1). Here:
+
+* the statistic is ``|x * w|`` over ALL the layer's MACs on the calibration data whose two
+  operands are both nonzero. MACs with a zero operand are skipped anyway (and counted as zero
+  skips), so including them would only pull the percentile to 0 in sparse (post-ReLU) layers:
+  the percentile ``p`` therefore means "skip about p % of the MACs that would otherwise run";
+* with ``groups = G`` there is one percentile per group of ``out // G`` output units;
+* when a layer (group) has more than ``max_samples_per_layer`` (``// G``) such products, a uniform
+  sample without replacement is kept (bottom-k of seeded random keys, streamed over batches);
+* the percentile is linearly interpolated between order statistics (numpy's default);
+* every layer is calibrated on the inputs of the DENSE model: UnIT is disabled on every layer
+  during calibration (and the model is in eval mode), and the inputs are captured by forward
+  pre-hooks that are always removed afterwards. The previous ``enabled`` flags and train/eval mode
+  are restored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import LayerwiseError
+from .counts import MacCounts
+from .convert import per_layer_counts, reset_counts, total_counts, unit_layers
+from .layers import UnITLinear
+from .reference import DEFAULT_CHUNK_ELEMS, conv_columns
+
+
+@dataclass
+class SweepPoint:
+    """One percentile of a :func:`sweep`: accuracy and MACs with the thresholds it set."""
+
+    percentile: float
+    accuracy: float
+    macs_total: int
+    macs_executed: int
+    thresholds: dict[str, list[float]] = field(default_factory=dict)
+    per_layer: dict[str, MacCounts] = field(default_factory=dict)
+
+    @property
+    def skipped_fraction(self) -> float:
+        return 1.0 - self.macs_executed / self.macs_total if self.macs_total else 0.0
+
+    def to_json(self) -> dict:
+        return {"percentile": self.percentile, "accuracy": self.accuracy,
+                "macs_total": self.macs_total, "macs_executed": self.macs_executed,
+                "thresholds": self.thresholds,
+                "per_layer": {k: v.to_json() for k, v in self.per_layer.items()}}
+
+
+class _BottomK:
+    """Uniform sample without replacement of a stream: the k values with the smallest iid
+    uniform keys. Candidates are filtered by the current k-th key and trimmed with one ``topk``
+    only when twice k have piled up, so the cost stays near one pass over the stream."""
+
+    def __init__(self, k: int, generator: torch.Generator) -> None:
+        self.k = k
+        self.gen = generator
+        self.values: list[Tensor] = []
+        self.keys: list[Tensor] = []
+        self.size = 0
+        self.kth = float("inf")  # keys >= kth can never enter the sample again
+        self.seen = 0
+
+    def add(self, values: Tensor) -> None:
+        values = values.detach().to("cpu", torch.float32).reshape(-1)
+        if values.numel() == 0:
+            return
+        self.seen += values.numel()
+        keys = torch.rand(values.numel(), generator=self.gen)
+        if self.kth != float("inf"):
+            sel = keys < self.kth
+            values, keys = values[sel], keys[sel]
+        self.values.append(values)
+        self.keys.append(keys)
+        self.size += values.numel()
+        if self.size > 2 * self.k:
+            self._trim()
+
+    def _trim(self) -> None:
+        values = torch.cat(self.values) if self.values else torch.empty(0)
+        keys = torch.cat(self.keys) if self.keys else torch.empty(0)
+        if values.numel() > self.k:
+            idx = torch.topk(keys, self.k, largest=False, sorted=False).indices
+            values, keys = values[idx], keys[idx]
+            self.kth = float(keys.max())
+        self.values, self.keys, self.size = [values], [keys], values.numel()
+
+    def sample(self) -> Tensor:
+        """The sampled values (all of them when the stream held at most k)."""
+        self._trim()
+        return self.values[0]
+
+
+def _percentile(values: Tensor, q: float) -> float:
+    """Linear-interpolated percentile ``q`` in [0, 100] (numpy's default method)."""
+    s = values.to(torch.float64).sort().values
+    pos = q / 100.0 * (s.numel() - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, s.numel() - 1)
+    return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+
+
+def _group_bounds(out: int, groups: int) -> list[tuple[int, int]]:
+    per = out // groups
+    return [(g * per, (g + 1) * per) for g in range(groups)]
+
+
+def _linear_products(layer: nn.Module, x: Tensor, samplers: list[_BottomK],
+                     chunk_elems: int) -> None:
+    w = layer.weight.detach()
+    x2 = x.detach().reshape(-1, w.shape[1])
+    ax, x_nz = x2.abs(), x2 != 0
+    for (o0, o1), sampler in zip(_group_bounds(w.shape[0], len(samplers)), samplers):
+        wg = w[o0:o1]
+        aw, w_nz = wg.abs(), wg != 0
+        n_c = max(1, chunk_elems // wg.numel())
+        for n0 in range(0, x2.shape[0], n_c):
+            prods = ax[n0:n0 + n_c, None, :] * aw[None]                  # [nc, og, in]
+            mask = x_nz[n0:n0 + n_c, None, :] & w_nz[None]
+            sampler.add(prods[mask])
+
+
+def _conv_products(layer: nn.Module, x: Tensor, samplers: list[_BottomK],
+                   chunk_elems: int) -> None:
+    w = layer.weight.detach()
+    cols, w2, _ = conv_columns(x.detach(), w, stride=layer.stride, padding=layer.padding,
+                               dilation=layer.dilation, groups=layer.groups,
+                               padding_mode=layer.padding_mode)
+    b, _, rdim, npos = cols.shape
+    out = w2.shape[0]
+    og_conv = out // layer.groups
+    og_thr = out // len(samplers)
+    per_o = rdim * npos
+    o_c = max(1, chunk_elems // per_o)
+    o0 = 0
+    while o0 < out:
+        # a chunk never crosses a conv-group or threshold-group boundary
+        o1 = min(o0 + o_c, (o0 // og_conv + 1) * og_conv, (o0 // og_thr + 1) * og_thr)
+        grp, sampler = o0 // og_conv, samplers[o0 // og_thr]
+        wc = w2[o0:o1]
+        aw, w_nz = wc.abs()[None, :, :, None], (wc != 0)[None, :, :, None]
+        b_c = max(1, chunk_elems // (per_o * (o1 - o0)))
+        for b0 in range(0, b, b_c):
+            xs = cols[b0:b0 + b_c, grp]                                   # [bc, R, P]
+            prods = xs.abs()[:, None] * aw                                # [bc, oc, R, P]
+            mask = (xs != 0)[:, None] & w_nz
+            sampler.add(prods[mask])
+        o0 = o1
+
+
+@contextmanager
+def _dense_capture(model: nn.Module, hooks: dict[str, Callable]) -> Iterator[None]:
+    """UnIT disabled everywhere, eval mode, forward pre-hooks; everything restored on exit."""
+    layers = dict(unit_layers(model))
+    flags = {n: m.enabled for n, m in layers.items()}
+    was_training = model.training
+    handles = []
+    try:
+        for n, m in layers.items():
+            m.enabled = False
+        model.eval()
+        for name, fn in hooks.items():
+            handles.append(layers[name].register_forward_pre_hook(fn))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for n, m in layers.items():
+            m.enabled = flags[n]
+        model.train(was_training)
+
+
+def _batch_input(batch, device: torch.device):
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0].to(device)
+    raise LayerwiseError(
+        "calibration batches must be tensors or (input, target) pairs, got "
+        f"{type(batch).__name__}; pass a DataLoader over the validation split")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def collect_products(model: nn.Module, loader: Iterable, *, groups: int = 1,
+                     max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
+                     seed: int = 0, chunk_elems: int = DEFAULT_CHUNK_ELEMS
+                     ) -> dict[str, list[Tensor]]:
+    """Sampled ``|x * w|`` of every UnIT layer's nonzero-operand MACs: ``{name: [per group]}``.
+
+    Raises :class:`LayerwiseError` when the model has no UnIT layer, the loader is empty, or a
+    layer (group) saw no MAC with both operands nonzero.
+    """
+    layers = unit_layers(model)
+    if not layers:
+        raise LayerwiseError(
+            "the model has no UnIT layer to calibrate; call layerwise.unit.convert(model) first")
+    if groups < 1:
+        raise LayerwiseError(f"groups must be >= 1, got {groups}")
+    if max_samples_per_layer < groups:
+        raise LayerwiseError(
+            f"max_samples_per_layer={max_samples_per_layer} leaves no sample for some of the "
+            f"{groups} groups; pass at least {groups}")
+    for name, m in layers:
+        if m.weight.shape[0] % groups:
+            raise LayerwiseError(
+                f"{groups} threshold groups do not divide the {m.weight.shape[0]} outputs of "
+                f"layer {name!r}; pick a group count that divides every layer's outputs")
+    samplers: dict[str, list[_BottomK]] = {}
+    hooks: dict[str, Callable] = {}
+    k = max_samples_per_layer // groups
+    for i, (name, m) in enumerate(layers):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        samplers[name] = [_BottomK(k, gen) for _ in range(groups)]
+        fn = _linear_products if isinstance(m, UnITLinear) else _conv_products
+
+        def hook(mod, args, _fn=fn, _s=samplers[name]):
+            _fn(mod, args[0], _s, chunk_elems)
+
+        hooks[name] = hook
+
+    device = _model_device(model)
+    n_batches = 0
+    with _dense_capture(model, hooks), torch.no_grad():
+        for batch in loader:
+            if max_batches is not None and n_batches >= max_batches:
+                break
+            model(_batch_input(batch, device))
+            n_batches += 1
+    if n_batches == 0:
+        raise LayerwiseError(
+            "the calibration loader yielded no batches; pass a validation split with at least "
+            "1 sample")
+    out: dict[str, list[Tensor]] = {}
+    for name, ss in samplers.items():
+        for g, s in enumerate(ss):
+            if s.seen == 0:
+                where = f"group {g} of layer {name!r}" if groups > 1 else f"layer {name!r}"
+                raise LayerwiseError(
+                    f"{where} saw no MAC with both operands nonzero in {n_batches} calibration "
+                    "batches (never reached, or all-zero inputs); pass a validation split with at "
+                    "least 1 sample that reaches it, or more batches")
+        out[name] = [s.sample() for s in ss]
+    return out
+
+
+def _check_percentile(p: float) -> float:
+    p = float(p)
+    if not 0.0 < p < 100.0:
+        raise LayerwiseError(f"percentile must be strictly between 0 and 100, got {p}")
+    return p
+
+
+def _apply(model: nn.Module, products: dict[str, list[Tensor]], percentile: float
+           ) -> dict[str, Tensor]:
+    layers = dict(unit_layers(model))
+    thresholds = {}
+    for name, per_group in products.items():
+        t = torch.tensor([_percentile(v, percentile) for v in per_group], dtype=torch.float32)
+        layers[name].set_threshold(t)
+        thresholds[name] = layers[name].unit_threshold.detach().clone()
+    return thresholds
+
+
+def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0, groups: int = 1,
+              max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
+              seed: int = 0) -> dict[str, Tensor]:
+    """Set every UnIT layer's threshold to the ``percentile``-th percentile of ``|x * w|``.
+
+    See the module docstring for what is sampled. The thresholds are stored in each layer's
+    ``unit_threshold`` buffer (shape ``[groups]``, so they save with the state_dict) and returned
+    by layer name. Raises :class:`LayerwiseError` for a percentile outside (0, 100), an empty
+    loader, or a layer that saw no nonzero-operand MAC.
+    """
+    percentile = _check_percentile(percentile)
+    products = collect_products(model, loader, groups=groups, max_batches=max_batches,
+                                max_samples_per_layer=max_samples_per_layer, seed=seed)
+    return _apply(model, products, percentile)
+
+
+def sweep(model: nn.Module, loader_val: Iterable, evaluate_fn: Callable[[nn.Module], float],
+          percentiles: Iterable[float], *, groups: int = 1, max_batches: int | None = None,
+          max_samples_per_layer: int = 2_000_000, seed: int = 0) -> list[SweepPoint]:
+    """Calibrate at each percentile on ``loader_val`` and score with ``evaluate_fn(model)``.
+
+    The products are collected once (calibration is dense, so every percentile sees the same
+    statistics and this equals calling :func:`calibrate` at each). For each point UnIT is enabled
+    on every layer and the counters are reset before ``evaluate_fn`` runs, so ``macs_total`` /
+    ``macs_executed`` / ``per_layer`` are what ``evaluate_fn``'s forward passes executed; the
+    caller decides which split it evaluates. Afterwards the model stays calibrated at the LAST
+    percentile, its counters hold the last evaluation, and the previous ``enabled`` flags are
+    restored.
+    """
+    ps = [_check_percentile(p) for p in percentiles]
+    if not ps:
+        raise LayerwiseError("sweep needs at least one percentile, e.g. [10, 20, 40]")
+    products = collect_products(model, loader_val, groups=groups, max_batches=max_batches,
+                                max_samples_per_layer=max_samples_per_layer, seed=seed)
+    layers = unit_layers(model)
+    flags = {n: m.enabled for n, m in layers}
+    points = []
+    try:
+        for p in ps:
+            thresholds = _apply(model, products, p)
+            for _, m in layers:
+                m.enabled = True
+            reset_counts(model)
+            accuracy = float(evaluate_fn(model))
+            tot = total_counts(model)
+            points.append(SweepPoint(
+                percentile=p, accuracy=accuracy, macs_total=tot.total,
+                macs_executed=tot.executed,
+                thresholds={k: v.tolist() for k, v in thresholds.items()},
+                per_layer=per_layer_counts(model)))
+    finally:
+        for n, m in layers:
+            m.enabled = flags[n]
+    return points

@@ -1,0 +1,100 @@
+"""MCU cycle model: dense cost, monotone UnIT savings, profile ordering, the 50 % target figure."""
+
+import pytest
+import torch
+
+from layerwise.errors import LayerwiseError
+from layerwise.unit.counts import MacCounts
+from layerwise.unit.kernels import unit_linear_kernel
+from layerwise.unit.mcu import PROFILES, McuWork, cost, estimate, get_profile, work_for
+
+SW, HW = PROFILES["msp430-swmul"], PROFILES["msp430-hwmul"]
+
+
+def linear_counts(threshold_skipped, total=48000, inputs=400):
+    """400x120 Linear, one sample, no zeros: one division per input, one compare per MAC."""
+    return MacCounts(total=total, threshold=threshold_skipped, compares=total, divisions=inputs,
+                     samples=1)
+
+
+@pytest.mark.parametrize("name", ["msp430-swmul", "msp430-hwmul"])
+def test_dense_is_macs_times_mac_cycles(name):
+    p = get_profile(name)
+    c = MacCounts(total=12345, zero_weight=100, zero_input=200, threshold=300, samples=1)
+    e = cost(c, "dense", profile=name)
+    assert e.cycles == 12345 * p.mac
+    assert e.seconds == pytest.approx(e.cycles / 8e6)
+    assert e.energy_j == pytest.approx(e.cycles * 118e-6 * 3.0 / 1e6)   # 118 uA/MHz at 3 V
+    assert e.estimated and e.source == f"cycle model: {name}"
+
+
+def test_swmul_target_fifty_percent_skipped():
+    c = linear_counts(24000)
+    dense = cost(c, "dense").cycles
+    assert dense == 48000 * 87
+    # exact division: 24000*87 (MACs) + 24000*4 (keep) + 24000*4 (skip) + 400*150 (divisions)
+    exact = cost(c, "unit", "exact")
+    assert exact.cycles == 2_340_000
+    assert exact.cycles / dense == pytest.approx(0.560345, abs=1e-6)
+    # bitshift with the default 8 shift steps per division: + 400 * (4 + 8*4)
+    shift = cost(c, "unit", "bitshift")
+    assert shift.cycles == 2_294_400
+    assert shift.cycles / dense == pytest.approx(0.549425, abs=1e-6)
+    assert shift.cycles / dense < 0.6 and exact.cycles / dense < 0.6
+    assert exact.breakdown["division"] == 400 * 150
+
+
+@pytest.mark.parametrize("name", ["msp430-swmul", "msp430-hwmul"])
+@pytest.mark.parametrize("division", ["exact", "bitshift", "binary_tree", "bitmask"])
+def test_unit_cycles_fall_as_more_macs_are_skipped(name, division):
+    cycles = [cost(linear_counts(k), "unit", division, name).cycles
+              for k in range(0, 48001, 4000)]
+    assert all(a > b for a, b in zip(cycles, cycles[1:]))
+
+
+def test_hwmul_is_cheaper_than_swmul_and_skipping_pays_less_there():
+    c = linear_counts(24000)
+    for runtime in ("dense", "sparse_weights", "zero_skip", "unit"):
+        assert cost(c, runtime, profile="msp430-hwmul").cycles < cost(c, runtime).cycles
+    ratio_sw = cost(c, "unit").cycles / cost(c, "dense").cycles
+    ratio_hw = (cost(c, "unit", profile="msp430-hwmul").cycles
+                / cost(c, "dense", profile="msp430-hwmul").cycles)
+    assert ratio_sw < 0.6 < 1.0 < ratio_hw     # with a HW multiplier the test costs ~ a MAC
+
+
+def test_baseline_runtimes():
+    c = MacCounts(total=1000, zero_weight=300, zero_input=200, threshold=0, compares=0, samples=2)
+    sparse = cost(c, "sparse_weights")
+    assert sparse.cycles == 700 * (SW.mac + SW.load)
+    zs = cost(c, "zero_skip")                  # one test per MAC by default
+    assert zs.cycles == 500 * (SW.mac + SW.compare_branch_keep) + 500 * SW.compare_branch_skip
+    zs_rows = cost(c, "zero_skip", compares=600)
+    assert zs_rows.cycles == 500 * (SW.mac + SW.compare_branch_keep) + 100 * SW.compare_branch_skip
+    per = cost(c, "dense", per_sample=True)
+    assert per.cycles == 500 * SW.mac
+
+
+def test_estimate_sums_layers_and_kernel_counts_feed_the_model():
+    w = [McuWork(macs_executed=10), McuWork(macs_executed=5, divisions=2, division="bitshift",
+                                            division_steps=6)]
+    e = estimate(w, "msp430-hwmul")
+    assert e.cycles == 15 * HW.mac + 2 * HW.division["bitshift"] + 6 * HW.division_step["bitshift"]
+    x = torch.relu(torch.randn(2, 16, generator=torch.Generator().manual_seed(0)))
+    W = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+    r = unit_linear_kernel(x, W, None, 0.3, division="bitshift")
+    work = work_for(r.counts, "unit", "bitshift", division_steps=r.division_steps)
+    assert work.macs_executed == r.counts.executed
+    assert work.compares_keep + work.compares_skip == r.counts.compares
+    assert work.division_steps == r.division_steps
+    layers = cost({"fc1": r.counts, "fc2": r.counts}, "dense")
+    assert layers.cycles == 2 * r.counts.total * SW.mac
+
+
+def test_bad_names_raise():
+    c = linear_counts(0)
+    with pytest.raises(LayerwiseError, match="msp430-swmul"):
+        cost(c, profile="avr")
+    with pytest.raises(LayerwiseError, match="dense"):
+        cost(c, runtime="magic")
+    with pytest.raises(LayerwiseError, match="bitmask"):
+        cost(c, division="newton")
