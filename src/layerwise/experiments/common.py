@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 from dataclasses import dataclass
@@ -32,6 +33,61 @@ class RunSpec:
     threads: int | None = None
     out: Path | None = None
     checkpoint: Path | None = None
+
+
+@dataclass
+class CommandReport:
+    """What a command hands back to ``cli.py``: the text to print and the exit code."""
+
+    text: str
+    exit_code: int = 0
+
+
+def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """The flags every command takes (DESIGN.md, "Command line")."""
+    if model:
+        p.add_argument("--model", required=True, help="model registry name (see `layerwise list`)")
+        p.add_argument("--checkpoint", type=Path, help="start from trained weights instead of training / random init")
+    p.add_argument("--dataset", required=True,
+                   help="dataset registry name, e.g. digits, basic-motions, mnist1d, aeon:NAME, cifar10:DIR")
+    p.add_argument("--size", type=int,
+                   help="resize image data to SIZE x SIZE (28 for MNIST-shaped models, 32 for CIFAR-shaped)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="image channels (3 repeats a grey image)")
+    p.add_argument("--out", type=Path, help="results directory (default runs/COMMAND-MODEL-DATASET)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    return RunSpec(model=args.model, dataset=args.dataset, size=args.size, channels=args.channels,
+                   device=args.device, seed=args.seed, threads=args.threads, out=args.out,
+                   checkpoint=getattr(args, "checkpoint", None))
+
+
+def fmt_count(n: int | None) -> str:
+    """1234567 -> '1.23M'."""
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def fmt_shape(shape) -> str:
+    return "x".join(str(s) for s in shape) if shape else "-"
+
+
+def text_table(rows: list[list], header: list[str], left: int = 2) -> str:
+    """A plain-text table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r):
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def set_threads(threads: int | None) -> int:

@@ -10,7 +10,8 @@ from ..layers import LayerInfo, list_layers
 from ..measure import per_layer_latency, profile_model
 from ..results import Results, Variant, env_info, write_results
 from ..train import evaluate
-from .common import RunSpec, build_for_data, check_device, example_input, load_data_for_model, out_dir, set_threads
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
+                     fmt_count, fmt_shape, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,46 @@ def run_profile(spec: RunSpec, *, granularity: str = "leaf", n: int = 100, warmu
                       env=env_info(spec.device, threads, spec.seed), variants=[variant])
     path = write_results(out_dir(spec, "profile"), results)
     return ProfileOutput(path, results, layers, {k: v.median_ms for k, v in layer_lat.items()})
+
+
+NAME = "profile"
+HELP = "per-layer table: params, MACs, shapes, latency; totals with memory and energy"
+
+
+def add_arguments(p) -> None:
+    add_common_arguments(p)
+    p.add_argument("--granularity", choices=("leaf", "block"), default="leaf")
+    p.add_argument("--n", type=int, default=100, help="timed runs per latency figure")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--batched", type=int, default=32, help="batch size of the batched latency case")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    out = run_profile(spec_from_args(args), granularity=args.granularity, n=args.n, warmup=args.warmup,
+                      batched=args.batched)
+    res, v = out.results, out.results.variants[0]
+    rows = [[l.name, l.kind, fmt_count(l.params), fmt_count(l.macs), fmt_shape(l.input_shape),
+             fmt_shape(l.output_shape), f"{out.layer_latency_ms.get(l.name, float('nan')):.3f}"]
+            for l in out.layers]
+    lat, en, batched = v.latency_ms, v.energy_j, v.extra.get("latency_batched_ms")
+    lines = [
+        f"{res.model} on {res.dataset}  ({args.granularity} layers, batch 1, {res.env['threads']} threads)",
+        text_table(rows, ["layer", "kind", "params", "MACs", "input", "output", "ms (hooks)"]),
+        "",
+        f"params        {v.params:,}",
+        f"MACs          {v.macs:,}  ({v.extra.get('macs_source', 'FlopCounterMode')})",
+        f"size          {v.size_bytes:,} bytes (saved state_dict)",
+        f"latency b=1   median {lat['median']:.3f} ms, IQR {lat['iqr']:.3f} ms, n={lat['n']}",
+    ]
+    if batched:
+        lines.append(f"latency b={batched['batch']}  median {batched['median']:.3f} ms, "
+                     f"IQR {batched['iqr']:.3f} ms, n={batched['n']}")
+    lines += [
+        f"peak memory   {v.peak_mem_bytes / 2**20:.1f} MiB ({v.extra.get('memory_source', 'process')}, process-level)",
+        f"energy        {en['value']:.3g} J per inference "
+        f"({'estimated, ' if en['estimated'] else ''}{en['source']})",
+    ]
+    if v.accuracy is not None:
+        lines.append(f"accuracy      {v.accuracy:.4f} (test split)")
+    lines.append(f"\nwrote {out.results_path}")
+    return CommandReport("\n".join(lines))

@@ -9,7 +9,8 @@ from pathlib import Path
 from ..measure import profile_model
 from ..results import Results, Variant, env_info, write_results
 from ..train import TrainConfig, TrainResult, evaluate, train
-from .common import RunSpec, build_for_data, check_device, example_input, load_data_for_model, out_dir, set_threads
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
+                     load_data_for_model, out_dir, set_threads, spec_from_args)
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +49,36 @@ def run_train(spec: RunSpec, config: TrainConfig, *, resume: bool = False, progr
                       env=env_info(spec.device, threads, spec.seed), variants=[variant])
     path = write_results(directory, results)
     return TrainOutput(directory, path, result, test.accuracy)
+
+
+NAME = "train"
+HELP = "train a model; checkpoint every epoch; --resume continues"
+
+
+def add_arguments(p) -> None:
+    add_common_arguments(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--lr", type=float, default=None, help="default 3e-3 for adam, 0.1 for sgd")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
+    p.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate for residual models")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 3e-3)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
+                         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+                         device=args.device)
+    out = run_train(spec_from_args(args), config, resume=args.resume, progress=progress,
+                    model_kwargs={"drop_path": args.drop_path} if args.drop_path else None)
+    lines = [f"epoch {r.epoch + 1:3d}  loss {r.train_loss:.4f}  train acc {r.train_acc:.4f}  "
+             f"val acc {r.val_acc:.4f}  {r.time_s:.1f}s" for r in out.train_result.history]
+    if out.train_result.interrupted:
+        lines.append(f"interrupted: state saved to {out.train_result.checkpoint}; rerun with --resume to continue")
+        return CommandReport("\n".join(lines), 130)
+    lines += [f"test accuracy {out.test_accuracy:.4f}", f"checkpoint    {out.train_result.checkpoint}",
+              f"wrote {out.results_path}"]
+    return CommandReport("\n".join(lines))
