@@ -1,0 +1,21 @@
+"""``layerwise report DIR [DIR ...]``: one HTML page from results directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report import build_report
+from .common import CommandReport
+
+NAME = "report"
+HELP = "one HTML page from results directories"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dirs", nargs="+", type=Path, help="results directories (each holds results.json)")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    path = build_report(args.dirs, args.out)
+    return CommandReport(f"wrote {path} ({len(args.dirs)} results)")
