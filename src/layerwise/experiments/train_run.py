@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def run_train(spec: RunSpec, config: TrainConfig, *, resume: bool = False, progr
     directory = out_dir(spec, "train")
     result = train(model, data, config, out_dir=directory, resume=resume, progress=progress)
     if result.interrupted:
+        return TrainOutput(directory, None, result, None)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes results
         return TrainOutput(directory, None, result, None)
 
     model.eval()
@@ -79,6 +82,8 @@ def run_command(args, progress=None) -> CommandReport:
     if out.train_result.interrupted:
         lines.append(f"interrupted: state saved to {out.train_result.checkpoint}; rerun with --resume to continue")
         return CommandReport("\n".join(lines), 130)
+    if out.results_path is None:  # a non-zero torchrun rank: rank 0 reports
+        return CommandReport("\n".join(lines[-1:]))
     lines += [f"test accuracy {out.test_accuracy:.4f}", f"checkpoint    {out.train_result.checkpoint}",
               f"wrote {out.results_path}"]
     return CommandReport("\n".join(lines))

@@ -3,6 +3,7 @@
 # Importing the model modules registers their factories.
 from . import cifar_resnet as _cifar_resnet  # noqa: F401
 from . import mobilenetv2 as _mobilenetv2  # noqa: F401
+from . import mrla as _mrla  # noqa: F401
 from . import resnet as _resnet  # noqa: F401
 from . import sensor as _sensor  # noqa: F401
 from . import tiny as _tiny  # noqa: F401

@@ -1,0 +1,216 @@
+"""Layer attention (MRLA, Fang et al. 2023) on the CIFAR bottleneck ResNets: MRLA-B and MRLA-L.
+
+ELA (Li & Huang, "Enhancing Layer Attention Efficiency through Pruning Redundant Retrievals")
+prunes MRLA-B's attention layers during training; ``resnet{20,56,110}-ela`` is the MRLA-B network
+that :mod:`layerwise.ela` trains with that skipping. Shapes, heads, kernel sizes and placement come
+from REFERENCE.md ("ELA and MRLA: the architecture in detail"), read from the CIFAR reference code:
+
+* every bottleneck block with output ``x`` [b, C, H, W] gets one attention layer;
+  ``y = GAP(x)`` as [b, 1, C]; Q and K are 1-channel Conv1d over the channel axis of ``y`` (ECA
+  kernel size ``k``), V a depthwise 3x3 Conv2d on ``x``; ``g = C / 32`` heads of size ``d = C / g``;
+* MRLA-B (ELA eq. 1-2, with the softmax and 1/sqrt(d) the paper omits for clarity): the block's
+  K and V join the stage's lists, ``a = softmax_s(Q . K_s / sqrt(d))`` over the stage's layers so
+  far, output ``sum_s a_s V_s`` per head; the lists reset at the first block of each stage;
+  placed after the block's add + ReLU as ``out = out + ReLU(BN(mrla(out)))``;
+* MRLA-L (ELA eq. 3-4): per head a scalar gate ``sigmoid(Q . K / sqrt(d))`` on V's channels plus
+  ``lambda (.) o_prev`` (learnable per-channel ``lambda``, N(0, 1) init; ``o_prev`` is the block's
+  identity input, as in the reference code); placed as ``out = out + BN(mrla(out, identity))``.
+
+Parameters per block: ``2k + 9C`` (Q, K, depthwise V) ``+ C`` (lambda, MRLA-L) ``+ 2C`` (BN):
+at 10 classes 230,286 / 621,046 / 1,207,186 (MRLA-B) and 231,182 / 623,734 / 1,212,562 (MRLA-L).
+
+A block whose ``skip_attention`` is True runs as a plain bottleneck: no Q, K or V is computed,
+nothing is added to its output and nothing joins the stage's key/value lists, so the later layers
+of the stage attend over the keys and values of the NON-skipped layers only.
+
+Values: ``values="stack"`` stacks the stage's values at every layer (a fresh copy of t tensors at
+layer t, as the reference's ``torch.cat`` growth) and sums with one einsum; ``values="sum"`` keeps
+them in a list and accumulates ``a_s V_s`` without copying them. Both compute the same output
+(tested); ``bench/ela_values.py`` compares their speed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch import nn
+
+from .blocks import Bottleneck, finish_residual_model
+from .cifar_resnet import CifarResNet
+from .registry import ModelConfigError, register_model
+from .shapes import expect_image
+
+VARIANTS = ("b", "l")
+VALUE_MODES = ("sum", "stack")
+HEAD_WIDTH = 32  # g = C / 32 heads on CIFAR (REFERENCE.md)
+
+
+def eca_kernel_size(channels: int) -> int:
+    """ECA's adaptive kernel: t = int((log2(C) + 1) / 2), made odd (C=64 -> 3, 128/256 -> 5)."""
+    t = int((math.log2(channels) + 1) / 2)
+    return t if t % 2 else t + 1
+
+
+@dataclass
+class StageContext:
+    """Keys [b, g, d] and values [b, C, H, W] of the attention layers of one stage that ran so far."""
+
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+
+
+class _Attention(nn.Module):
+    """Q, K (1-channel Conv1d over channels of the pooled map) and V (depthwise 3x3) of one layer."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.heads = max(channels // HEAD_WIDTH, 1)
+        if channels % self.heads:
+            raise ModelConfigError(f"MRLA needs channels divisible by {self.heads} heads, not {channels}")
+        self.head_dim = channels // self.heads
+        self.scale = self.head_dim ** -0.5
+        k = eca_kernel_size(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.query = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+        self.key = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+        self.value = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        y = self.pool(x).view(b, 1, self.channels)
+        q = self.query(y).view(b, self.heads, self.head_dim)  # F_q^l(x^l), eq. (1)
+        k = self.key(y).view(b, self.heads, self.head_dim)  # F_k^l(x^l)
+        return q, k, self.value(x)  # F_v^l(x^l)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, heads={self.heads}, head_dim={self.head_dim}"
+
+
+class MRLABase(_Attention):
+    """MRLA-B: attention of this layer's query over the keys/values of the stage so far (eq. 1-2)."""
+
+    def __init__(self, channels: int, values: str = "sum"):
+        super().__init__(channels)
+        if values not in VALUE_MODES:
+            raise ModelConfigError(f"values must be one of {', '.join(VALUE_MODES)}, not {values!r}")
+        self.values_mode = values
+        self.softmax = nn.Softmax(dim=-1)  # a module, so layerwise.ela can hook the distribution
+
+    def forward(self, x: torch.Tensor, context: StageContext) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g, d = self.heads, self.head_dim
+        q, k, v = self.qkv(x)
+        context.keys.append(k)
+        context.values.append(v)
+        keys = torch.stack(context.keys, dim=2)  # K^l = Concat[F_k^1(x^1), ..., F_k^l(x^l)], eq. (1): [b, g, t, d]
+        attn = self.softmax(torch.einsum("bgd,bgtd->bgt", q, keys) * self.scale)  # softmax(Q K^T / sqrt(d))
+        if self.values_mode == "stack":
+            vals = torch.stack(context.values, dim=1).view(b, -1, g, d, h, w)  # V^l = Concat[...], eq. (1)
+            out = torch.einsum("bgt,btgdhw->bgdhw", attn, vals)  # O^l = sum_i a_i F_v^i(x^i), eq. (2)
+        else:
+            out = None
+            for s, vs in enumerate(context.values):  # the same sum, without copying the values
+                term = attn[:, :, s].reshape(b, g, 1, 1, 1) * vs.view(b, g, d, h, w)
+                out = term if out is None else out + term
+        return out.reshape(b, c, h, w)
+
+
+class MRLALight(_Attention):
+    """MRLA-L: O^l = lambda (.) O^{l-1} + gate(Q^l K^l / sqrt(d)) V^l (eq. 4), O^{l-1} = identity."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.gate = nn.Sigmoid()
+        self.lambda_ = nn.Parameter(torch.randn(channels))  # lambda_o^l of eq. (3)-(4)
+
+    def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x)
+        gate = self.gate((q * k).sum(-1) * self.scale)  # Q^l [F_k^l(x^l)]^T per head: [b, g]
+        out = gate.view(b, self.heads, 1, 1, 1) * v.view(b, self.heads, self.head_dim, h, w)
+        return out.view(b, c, h, w) + self.lambda_.view(1, c, 1, 1) * identity  # eq. (4)
+
+
+class MRLABottleneck(Bottleneck):
+    """A bottleneck block followed by one MRLA attention layer (``variant`` "b" or "l")."""
+
+    block_kind = "bottleneck-mrla"
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, shortcut: str = "projection",
+                 act_layer: type[nn.Module] = nn.ReLU, variant: str = "b", values: str = "sum"):
+        super().__init__(in_ch, planes, stride, shortcut, act_layer)
+        if variant not in VARIANTS:
+            raise ModelConfigError(f"MRLA variant must be 'b' or 'l', not {variant!r}")
+        self.variant = variant
+        self.attention = MRLABase(self.out_channels, values) if variant == "b" else MRLALight(self.out_channels)
+        self.attention_norm = nn.BatchNorm2d(self.out_channels)
+        self.attention_act = nn.ReLU() if variant == "b" else nn.Identity()
+        self.skip_attention = False
+
+    def forward(self, x: torch.Tensor, context: StageContext | None = None) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        out = self.act(identity + self.drop_path(self.residual(x)))  # x_t = ReLU(res_t + o_{t-1})
+        if self.skip_attention:  # removed entirely: no Q, K, V, no output, nothing joins the stage
+            return out
+        if self.variant == "b":
+            a = self.attention(out, context if context is not None else StageContext())
+        else:
+            a = self.attention(out, identity)
+        return out + self.attention_act(self.attention_norm(a))
+
+
+class MRLAStage(nn.Sequential):
+    """A stage of MRLA blocks: one fresh key/value context per forward (MRLA-B's lists reset here)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        context = StageContext()
+        for block in self:
+            x = block(x, context)
+        return x
+
+
+class MRLAResNet(CifarResNet):
+    """CIFAR bottleneck ResNet (9n+2) with an MRLA layer after every block."""
+
+    def __init__(self, n: int, in_channels: int, num_classes: int, variant: str, values: str):
+        super().__init__(partial(MRLABottleneck, variant=variant, values=values), n, in_channels,
+                         num_classes, "projection")
+        self.mrla_variant = variant
+        for i in (1, 2, 3):
+            setattr(self, f"layer{i}", MRLAStage(*getattr(self, f"layer{i}")))
+
+
+def mrla_blocks(model: nn.Module) -> list[tuple[str, MRLABottleneck]]:
+    """``(name, block)`` of every MRLA block of ``model`` in forward order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, MRLABottleneck)]
+
+
+def _build(name: str, n: int, variant: str, input_shape, num_classes: int, drop_path: float,
+           drop_path_schedule: str, zero_init_residual: bool, values: str) -> MRLAResNet:
+    c, _, _ = expect_image(name, input_shape)
+    model = MRLAResNet(n, c, num_classes, variant, values)
+    finish_residual_model(model, drop_path, drop_path_schedule, zero_init_residual)
+    for _, block in mrla_blocks(model):
+        if variant == "l":  # init_weights leaves Parameters alone; restate lambda's N(0, 1) init
+            nn.init.normal_(block.attention.lambda_)
+    return model
+
+
+def _register(name: str, n: int, variant: str, what: str) -> None:
+    @register_model(name)
+    def factory(input_shape, num_classes, drop_path: float = 0.0, drop_path_schedule: str = "linear",
+                zero_init_residual: bool = False, values: str = "sum") -> MRLAResNet:
+        return _build(name, n, variant, input_shape, num_classes, drop_path, drop_path_schedule,
+                      zero_init_residual, values)
+
+    factory.__doc__ = f"CIFAR bottleneck ResNet 9n+2 (n={n}) with {what}."
+
+
+for _depth, _n in ((20, 2), (56, 6), (110, 12)):
+    _register(f"resnet{_depth}-mrla-b", _n, "b", "MRLA-B layer attention")
+    _register(f"resnet{_depth}-mrla-l", _n, "l", "MRLA-L layer attention")
+    _register(f"resnet{_depth}-ela", _n, "b", "MRLA-B layer attention, trained with ELA's skipping (layerwise.ela)")
