@@ -1,7 +1,7 @@
 """Checkpoints: written atomically, loaded without running pickled code.
 
-A layerwise checkpoint is a dict of plain tensors and containers, so ``torch.load(...,
-weights_only=True)`` reads it::
+A layerwise checkpoint is a dict of plain tensors and containers, so a weights-only
+``torch.load`` reads it::
 
     {"format": "layerwise.checkpoint/1",
      "model": state_dict, "optimizer": state_dict | None, "scheduler": state_dict | None,
