@@ -16,7 +16,7 @@ from layerwise.models import (
     preferred_input_shape,
 )
 
-SERIES_SHAPES = {"cnn-lstm": (6, 100), "multibranch-cnn": (23, 128)}
+SERIES_SHAPES = {"cnn-lstm": (6, 100), "multibranch-cnn": (23, 128), "cnn1d": (6, 100)}
 IMAGE_SHAPES = {"tiny-cnn": (1, 28, 28), "widar-lenet": (22, 20, 20)}
 
 

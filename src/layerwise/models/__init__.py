@@ -6,6 +6,7 @@ from . import mobilenetv2 as _mobilenetv2  # noqa: F401
 from . import mrla as _mrla  # noqa: F401
 from . import resnet as _resnet  # noqa: F401
 from . import sensor as _sensor  # noqa: F401
+from . import sensor_cnn1d as _sensor_cnn1d  # noqa: F401
 from . import tiny as _tiny  # noqa: F401
 from .blocks import BasicBlock, Bottleneck, ResidualBlock
 from .droppath import DropPath, apply_drop_path

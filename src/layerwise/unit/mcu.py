@@ -206,8 +206,9 @@ def work_for(counts, runtime: str = "unit", division: str = "exact", *,
     if runtime == "zero_skip":
         executed = c.total - c.zero_weight - c.zero_input
         tests = c.total if compares is None else int(compares)
-        return McuWork(macs_executed=executed, compares_keep=executed,
-                       compares_skip=max(tests - executed, 0))
+        # a Linear's row test lets several MACs run: never charge more tests than were made
+        keep = min(executed, tests)
+        return McuWork(macs_executed=executed, compares_keep=keep, compares_skip=tests - keep)
     p = get_profile(profile)
     if division not in DIVISIONS:
         raise LayerwiseError(

@@ -1,0 +1,522 @@
+"""``layerwise unit``: UnIT against magnitude pruning and FATReLU, measured the same way.
+
+Trains the base model (or loads ``--checkpoint``; a trained base is cached as
+``OUT/base_model.pt``), then, calibrating ONLY on the validation split and scoring on test:
+
+* ``dense``: the base model;
+* ``magnitude``: global L1 magnitude pruning, 5 % per step with a fine-tune, stopped by the
+  validation accuracy (``--max-drop`` points below dense);
+* ``fatrelu``: FATReLU thresholds by per-layer binary search on validation (same bound);
+* ``unit``: UnIT at ``--percentile`` (``--groups``, ``--division``);
+* ``unit+magnitude``, ``unit+fatrelu``: UnIT calibrated on the pruned / FATReLU model.
+
+Each variant's ``macs_executed`` counts what its own runtime skips (:mod:`layerwise.unit.accounting`);
+MCU time and energy come from the cycle model (:mod:`layerwise.unit.mcu`, estimates). Also: the
+percentile sweep and the baselines' curves (Fig. 5), MCU time / energy bars (Fig. 6, 7), the
+comparison at equal executed MACs, a domain-shift table (Table 2 idea), the decision agreement of
+the division approximations, the agreement of the three executions, and a compiled-kernel timing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import make_loader
+from ..errors import LayerwiseError
+from ..measure import artifact_size, compare_latency, count_macs, count_params, peak_memory
+from ..models import sensor_cnn1d as _cnn1d  # noqa: F401  (registers cnn1d)
+from ..results import Results, Variant, env_info, write_results
+from ..storage import atomic_torch_save, atomic_write_json
+from ..train import TrainConfig, evaluate, load_weights, train
+from ..unit import METHODS, PROFILES, MacCounts, convert, set_division, sweep
+from ..unit.accounting import CountedRun, VariantCost, counted_evaluate, variant_cost
+from ..unit.agreement import model_agreement
+from ..unit.baselines import (MagnitudeConfig, calibrate_fatrelu, iterative_magnitude_prune,
+                              replace_relus, sparsity_of)
+from ..unit.curves import compare_at_equal_macs
+from ..unit.division_check import check_divisions
+from ..unit.kernel_timing import time_model_kernels
+from ..unit.shift import default_shifts, shifted_dataset
+from ..viz import unit as viz
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device,
+                     fmt_count, load_data_for_model, out_dir, seed_everything, set_threads,
+                     spec_from_args, text_table)
+
+log = logging.getLogger(__name__)
+
+NAME = "unit"
+HELP = "UnIT inference-time MAC skipping vs magnitude pruning and FATReLU (MACs, accuracy, MCU cost)"
+
+VARIANTS = ("dense", "magnitude", "fatrelu", "unit", "unit+magnitude", "unit+fatrelu")
+DEFAULT_SWEEP = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
+QUICK_SWEEP = (10.0, 30.0, 60.0)
+FATRELU_BOUNDS_PT = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+QUICK_FATRELU_BOUNDS_PT = (0.5, 5.0)
+
+
+@dataclass
+class UnitRunConfig:
+    """Options of one ``layerwise unit`` run (CLI flags)."""
+
+    percentile: float = 20.0
+    groups: int = 1
+    division: str = "exact"
+    sweep: tuple[float, ...] = DEFAULT_SWEEP
+    epochs: int | None = None            # None: 10 for images, 40 for series
+    batch_size: int | None = None        # None: 32 for images, 8 for series (30 train samples)
+    mcu_profile: str = "msp430-swmul"
+    max_drop: float = 0.5                # points; magnitude / FATReLU validation bound
+    quick: bool = False
+    shift: bool = True
+    limit: int | None = None             # cap val and test at the first N samples (smoke runs)
+
+    def validate(self) -> None:
+        if not 0.0 < self.percentile < 100.0:
+            raise LayerwiseError(f"--percentile {self.percentile} must lie strictly between 0 and 100, e.g. 20")
+        if any(not 0.0 < p < 100.0 for p in self.sweep) or not self.sweep:
+            raise LayerwiseError(f"--sweep {list(self.sweep)}: give percentiles strictly between 0 and 100, e.g. 10,20,40")
+        if self.division not in METHODS:
+            raise LayerwiseError(f"--division {self.division!r}: use one of {', '.join(METHODS)}")
+        if self.mcu_profile not in PROFILES:
+            raise LayerwiseError(f"--mcu-profile {self.mcu_profile!r}: use one of {', '.join(PROFILES)}")
+        if self.groups < 1:
+            raise LayerwiseError(f"--groups {self.groups} must be >= 1")
+        if self.limit is not None and self.limit < 2:
+            raise LayerwiseError(f"--limit {self.limit}: keep at least 2 validation and test samples")
+        if not 0.0 <= self.max_drop < 100.0:
+            raise LayerwiseError(f"--max-drop {self.max_drop} must be points in [0, 100), e.g. 0.5")
+
+
+@dataclass
+class Evaluated:
+    """One variant: its plain (or converted) model, the counted test run and its cost."""
+
+    name: str
+    model: nn.Module
+    run: CountedRun
+    cost: VariantCost
+    extra: dict = field(default_factory=dict)
+
+
+class _Stages:
+    """A progress bar over the run's stages (no-op without a progress factory)."""
+
+    def __init__(self, progress, names: list[str]):
+        self.bar = progress(None, total=len(names), desc="unit") if progress is not None else None
+
+    def __call__(self, name: str) -> None:
+        log.info("unit: %s", name)
+        if self.bar is not None:
+            self.bar.set_description(f"unit: {name}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def _base_model(spec: RunSpec, data, cfg: UnitRunConfig, directory: Path) -> tuple[nn.Module, dict]:
+    """The trained dense model: ``--checkpoint``, the cached ``OUT/base_model.pt``, or trained now."""
+    epochs = cfg.epochs if cfg.epochs is not None else (40 if data.kind == "series" else 10)
+    batch = cfg.batch_size if cfg.batch_size is not None else (8 if data.kind == "series" else 32)
+    if spec.checkpoint is not None:
+        model = build_for_data(spec, data)
+        return model, {"source": f"checkpoint {spec.checkpoint}"}
+    meta = {"model": spec.model, "dataset": data.label, "epochs": epochs, "batch_size": batch,
+            "seed": spec.seed}
+    cache, meta_path = directory / "base_model.pt", directory / "base_model.json"
+    model = build_for_data(spec, data)
+    if cache.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
+        load_weights(model, cache)
+        return model, {"source": f"cached {cache}", **meta}
+    seed_everything(spec.seed)
+    res = train(model, data, TrainConfig(epochs=epochs, batch_size=batch, seed=spec.seed,
+                                         device=spec.device))
+    if res.interrupted:
+        raise LayerwiseError("training of the base model was interrupted; rerun to train it again")
+    atomic_torch_save(model.state_dict(), cache)
+    atomic_write_json(meta_path, meta)
+    return model, {"source": f"trained here, cached at {cache}", **meta,
+                   "val_accuracy": res.final_val_acc}
+
+
+def _counted_plain(model: nn.Module, dataset, device: str) -> tuple[CountedRun, nn.Module]:
+    """Counts of a plain model: a converted copy with thresholds 0 (dense outputs, exact counts)."""
+    conv = convert(copy.deepcopy(model)).model
+    return counted_evaluate(conv, dataset, device=device), conv
+
+
+def _remaining(run_executed_per_inf: float, total_per_inf: float, other: int) -> float:
+    return (run_executed_per_inf + other) / (total_per_inf + other)
+
+
+def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[float], other: int,
+                device: str) -> tuple[nn.Module, list[dict], CountedRun]:
+    """Convert a copy, sweep percentiles (val calibration, test scoring); the model stays
+    calibrated at ``cfg.percentile`` (the last one swept). Returns the model, the curve, and the
+    counted test run at ``cfg.percentile``."""
+    model = convert(copy.deepcopy(plain), groups=cfg.groups).model
+    set_division(model, cfg.division)
+    val_loader = make_loader(data.val, batch_size=256)
+    n_test = len(data.test)
+    ps = [p for p in percentiles if p != cfg.percentile] + [cfg.percentile]
+    points = sweep(model, val_loader, lambda m: evaluate(m, data.test, device=device).accuracy, ps,
+                   groups=cfg.groups)
+    curve = []
+    for pt in points:
+        curve.append({"percentile": pt.percentile, "accuracy": pt.accuracy,
+                      "remaining": _remaining(pt.macs_executed / n_test, pt.macs_total / n_test, other),
+                      "thresholds": pt.thresholds})
+    last = points[-1]
+    per_layer = dict(last.per_layer)
+    run = CountedRun(accuracy=last.accuracy, n=n_test, counts=sum(per_layer.values(), MacCounts()),
+                     per_layer=per_layer)
+    # T = 0: UnIT's runtime still skips zero operands (the left end of its curve)
+    zero, _ = _counted_plain(plain, data.test, device)
+    c = zero.counts
+    curve.append({"percentile": 0.0, "accuracy": zero.accuracy, "thresholds": {},
+                  "remaining": _remaining(c.executed / n_test, c.total / n_test, other)})
+    return model, sorted(curve, key=lambda c: c["percentile"]), run
+
+
+# ----------------------------------------------------------------------------- the run
+
+def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results, str, Path]:
+    cfg.validate()
+    check_device(spec.device)
+    threads = set_threads(spec.threads)
+    t_start = time.perf_counter()
+    data = load_data_for_model(spec)
+    if cfg.limit is not None:
+        from torch.utils.data import Subset
+        data = dataclasses.replace(data, val=Subset(data.val, range(min(cfg.limit, len(data.val)))),
+                                   test=Subset(data.test, range(min(cfg.limit, len(data.test)))))
+    if len(data.val) < 2:
+        raise LayerwiseError(f"{data.name} has {len(data.val)} validation samples; UnIT calibration "
+                             "needs at least 2: use a dataset with a larger validation split")
+    directory = out_dir(spec, "unit")
+    stages = _Stages(progress, ["base", "dense", "unit", "magnitude", "fatrelu", "combos", "checks",
+                                "latency", "shift", "figures"])
+    device = spec.device
+    try:
+        base, base_info = _base_model(spec, data, cfg, directory)
+        base.eval()
+        stages("base")
+        x1 = torch.stack([data.test[0][0]]).to(device)
+        model_macs = count_macs(base, x1).total
+        val_dense = evaluate(base, data.val, device=device).accuracy
+
+        # dense --------------------------------------------------------------------------
+        dense_run, dense_conv = _counted_plain(base, data.test, device)
+        conv_per_inf = dense_run.counts.total / dense_run.n
+        other = max(int(round(model_macs - conv_per_inf)), 0)
+        report_conv = convert(copy.deepcopy(base)).to_json()
+        stages("dense")
+
+        def cost(name, model, run, division="exact"):
+            return variant_cost(name, model, run, other_macs=other, division=division)
+
+        ev: dict[str, Evaluated] = {}
+        ev["dense"] = Evaluated("dense", base, dense_run, cost("dense", dense_conv, dense_run))
+
+        # unit --------------------------------------------------------------------------
+        percentiles = sorted(set(cfg.sweep) | {cfg.percentile})
+        unit_model, unit_curve, unit_run = _unit_sweep(base, data, cfg, percentiles, other, device)
+        ev["unit"] = Evaluated("unit", unit_model, unit_run,
+                               cost("unit", unit_model, unit_run, cfg.division),
+                               {"percentile": cfg.percentile})
+        stages("unit")
+
+        # magnitude ---------------------------------------------------------------------
+        mag_cfg = MagnitudeConfig(max_drop=cfg.max_drop / 100.0, device=device, seed=spec.seed,
+                                  batch_size=cfg.batch_size or (8 if data.kind == "series" else 32),
+                                  max_sparsity=0.2 if cfg.quick else 0.95)
+        mag = iterative_magnitude_prune(base, data, mag_cfg)
+        mag_curve = [{"sparsity": 0.0, "val_accuracy": val_dense, "accuracy": dense_run.accuracy,
+                      "remaining": 1.0}]
+        probe = copy.deepcopy(base)
+        for step in mag.steps:
+            probe.load_state_dict(step.state_dict)
+            r, _ = _counted_plain(probe, data.test, device)
+            mag_curve.append({"sparsity": step.sparsity, "val_accuracy": step.val_accuracy,
+                              "accuracy": r.accuracy, "within_bound": step.within_bound,
+                              "remaining": _remaining((r.counts.total - r.counts.zero_weight) / r.n,
+                                                      r.counts.total / r.n, other)})
+        mag_model = mag.model.eval()
+        mag_run, mag_conv = _counted_plain(mag_model, data.test, device)
+        ev["magnitude"] = Evaluated("magnitude", mag_model, mag_run, cost("magnitude", mag_conv, mag_run),
+                                    {"sparsity": sparsity_of(mag_model), "schedule": mag.to_json(),
+                                     "stopping_split": "val"})
+        stages("magnitude")
+
+        # fatrelu -----------------------------------------------------------------------
+        val_loader = make_loader(data.val, batch_size=256)
+
+        def fat_model(bound_pt: float):
+            m = copy.deepcopy(base)
+            rep = replace_relus(m)
+            cal = calibrate_fatrelu(m, lambda mm: evaluate(mm, data.val, device=device).accuracy,
+                                    max_drop=bound_pt / 100.0, calibration_batches=val_loader,
+                                    device=device)
+            return m.eval(), rep, cal
+
+        fat_curve = []
+        bounds = sorted(set(QUICK_FATRELU_BOUNDS_PT if cfg.quick else FATRELU_BOUNDS_PT) | {cfg.max_drop})
+        fat_chosen = None
+        for b in bounds:
+            m, rep, cal = fat_model(b)
+            r, conv_m = _counted_plain(m, data.test, device)
+            fat_curve.append({"bound_pt": b, "thresholds": cal.thresholds, "val_accuracy": cal.accuracy,
+                              "accuracy": r.accuracy,
+                              "remaining": _remaining((r.counts.total - r.counts.zero_weight - r.counts.zero_input) / r.n,
+                                                      r.counts.total / r.n, other)})
+            if b == cfg.max_drop:
+                fat_chosen = (m, rep, cal, r, conv_m)
+        m, rep, cal, r, conv_m = fat_chosen
+        ev["fatrelu"] = Evaluated("fatrelu", m, r, cost("fatrelu", conv_m, r),
+                                  {"calibration": cal.to_json(), "replaced": rep.to_json()})
+        stages("fatrelu")
+
+        # combos ------------------------------------------------------------------------
+        um_model, um_curve, um_run = _unit_sweep(mag_model, data, cfg, percentiles, other, device)
+        ev["unit+magnitude"] = Evaluated("unit+magnitude", um_model, um_run,
+                                         cost("unit+magnitude", um_model, um_run, cfg.division),
+                                         {"percentile": cfg.percentile, "sparsity": sparsity_of(mag_model)})
+        uf_model, uf_curve, uf_run = _unit_sweep(ev["fatrelu"].model, data, cfg, percentiles, other, device)
+        ev["unit+fatrelu"] = Evaluated("unit+fatrelu", uf_model, uf_run,
+                                       cost("unit+fatrelu", uf_model, uf_run, cfg.division),
+                                       {"percentile": cfg.percentile,
+                                        "fatrelu_thresholds": cal.thresholds})
+        stages("combos")
+
+        # checks: divisions, executions, kernels ---------------------------------------
+        n_val = min(len(data.val), 16 if cfg.quick else 64)
+        x_val = torch.stack([data.val[i][0] for i in range(n_val)]).to(device)
+        div_check = check_divisions(unit_model, x_val)
+        x_few = torch.stack([data.test[i][0] for i in range(min(len(data.test), 4))]).to(device)
+        agreement = [a.to_json() for a in model_agreement(unit_model, x_few)]
+        kernel = time_model_kernels(unit_model, x1, reps=20 if cfg.quick else 100)
+        stages("checks")
+
+        # latency (torch, plain models) ----------------------------------------------------
+        # one thread unless --threads: on a shared 2-core machine two intra-op threads spin-wait
+        lat = compare_latency({k: (ev[k].model, x1) for k in ("dense", "magnitude", "fatrelu")},
+                              n=20 if cfg.quick else 100, warmup=5, threads=spec.threads or 1)
+        stages("latency")
+
+        # domain shift --------------------------------------------------------------------
+        shift_rows = []
+        if cfg.shift:
+            for s in default_shifts(data.kind):
+                ds = shifted_dataset(data.test, s, seed=spec.seed)
+                row = {"shift": s.name}
+                for k in ("dense", "magnitude", "unit", "unit+magnitude"):
+                    mdl = ev[k].model
+                    r = (counted_evaluate(mdl, ds, device=device) if k.startswith("unit")
+                         else _counted_plain(mdl, ds, device)[0])
+                    vc = cost(k, mdl if k.startswith("unit") else convert(copy.deepcopy(mdl)).model, r)
+                    row[k] = {"accuracy": r.accuracy, "skipped_fraction": vc.skipped_fraction}
+                shift_rows.append(row)
+        stages("shift")
+
+        # comparison at equal MACs -----------------------------------------------------------
+        uc = [(c["remaining"], c["accuracy"]) for c in unit_curve]
+        comparisons = {
+            "magnitude": compare_at_equal_macs(uc, [(c["remaining"], c["accuracy"]) for c in mag_curve[1:]], "magnitude").to_json(),
+            "fatrelu": compare_at_equal_macs(uc, [(c["remaining"], c["accuracy"]) for c in fat_curve], "fatrelu").to_json(),
+        }
+
+        # figures ---------------------------------------------------------------------------
+        prof = cfg.mcu_profile
+        curves = {"unit": uc,
+                  "magnitude": [(c["remaining"], c["accuracy"]) for c in mag_curve],
+                  "fatrelu": [(c["remaining"], c["accuracy"]) for c in fat_curve],
+                  "unit+magnitude": [(c["remaining"], c["accuracy"]) for c in um_curve],
+                  "unit+fatrelu": [(c["remaining"], c["accuracy"]) for c in uf_curve]}
+        chosen = {k: (1 - ev[k].cost.skipped_fraction, ev[k].run.accuracy) for k in VARIANTS if k != "dense"}
+        figs = [
+            viz.accuracy_vs_macs(curves, dense_run.accuracy, directory / "accuracy_vs_macs.png",
+                                 title=f"{spec.model} on {data.label}: accuracy drop vs remaining MACs",
+                                 chosen=chosen),
+            viz.mcu_time({k: ev[k].cost.mcu[prof].seconds * 1e3 for k in VARIANTS},
+                         directory / "mcu_time.png", profile=prof),
+            viz.mcu_energy({k: ev[k].cost.mcu[prof].energy_j * 1e6 for k in VARIANTS},
+                           directory / "mcu_energy.png", profile=prof),
+        ]
+        stages("figures")
+    finally:
+        stages.close()
+
+    # results -------------------------------------------------------------------------------
+    dense_cycles = ev["dense"].cost.mcu[prof].cycles
+    variants = []
+    unit_reason = ("the UnIT variants run here through the PyTorch reference, a vectorised "
+                   "SIMULATION of the skipping semantics whose wall time says nothing about a "
+                   "deployment; see extra.kernel_timing for the compiled skip kernel against the "
+                   "same kernel without skipping, and extra.mcu for the modelled MCU time")
+    for k in VARIANTS:
+        e = ev[k]
+        c = e.cost
+        plain = k in ("dense", "magnitude", "fatrelu")
+        extra = {
+            "accuracy_split": "test", "calibration_split": "val", "runtime": c.runtime,
+            "counts": c.counts.to_json(), "per_layer": {n: v.to_json() for n, v in e.run.per_layer.items()},
+            "skipped_fraction": c.skipped_fraction, "other_macs": c.other_macs,
+            "mcu": {p: v.to_json() for p, v in c.mcu.items()},
+            "mcu_cycles_vs_dense": {p: v.cycles / ev["dense"].cost.mcu[p].cycles for p, v in c.mcu.items()},
+            "macs_executed_exact": c.macs_executed, **e.extra,
+        }
+        if k != "dense":
+            extra["accuracy_drop_pt"] = 100 * (dense_run.accuracy - e.run.accuracy)
+        if plain:
+            latency = lat[k].to_json()
+            extra["latency_note"] = ("torch dense kernels: zero weights (magnitude) and zero "
+                                     "activations (fatrelu) run at full cost in PyTorch")
+            mem = peak_memory(lambda m=e.model: m(x1)).bytes
+        else:
+            latency = None
+            extra["latency_ms"] = unit_reason
+            mem = None
+            extra["peak_mem_bytes"] = "the reference simulation's memory is not a deployment's; not reported"
+        if k == "magnitude":
+            extra["size_note"] = ("dense storage of a sparse model: a CSR-like runtime would store "
+                                  f"{int(sum((p != 0).sum() for p in e.model.parameters()))} nonzero values plus indices")
+        if k == "unit":
+            extra.update({
+                "sweep": unit_curve, "curves": {"magnitude": mag_curve, "fatrelu": fat_curve,
+                                                "unit+magnitude": um_curve, "unit+fatrelu": uf_curve},
+                "equal_mac_comparison": comparisons, "domain_shift": shift_rows,
+                "division_agreement": div_check.to_json(), "execution_agreement": agreement,
+                "kernel_timing": kernel.to_json(), "conversion": report_conv,
+                "base_model": base_info, "config": asdict(cfg)})
+        variants.append(Variant(
+            name=k, accuracy=e.run.accuracy, macs=c.macs, macs_executed=int(round(c.macs_executed)),
+            params=count_params(e.model), size_bytes=artifact_size(e.model).bytes, latency_ms=latency,
+            peak_mem_bytes=mem,
+            energy_j={"value": c.mcu[prof].energy_j, "estimated": True,
+                      "source": f"estimate: {c.mcu[prof].source}; per inference on the MCU model"},
+            extra=extra))
+    results = Results(method="unit", model=spec.model, dataset=data.label,
+                      env={**env_info(device, threads, spec.seed), "mcu_profile": prof},
+                      variants=variants, figures=[f.name for f in figs])
+    path = write_results(directory, results)
+    text = _report(spec, data, cfg, ev, dense_cycles, comparisons, shift_rows, div_check, agreement,
+                   kernel, lat, path, time.perf_counter() - t_start)
+    return results, text, path
+
+
+# ----------------------------------------------------------------------------- the report
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _report(spec, data, cfg, ev, dense_cycles, comparisons, shift_rows, div_check, agreement,
+            kernel, lat, path, elapsed) -> str:
+    prof = cfg.mcu_profile
+    dense_acc = ev["dense"].run.accuracy
+    rows = []
+    for k in VARIANTS:
+        e = ev[k]
+        c = e.cost
+        rows.append([k, c.runtime, f"{e.run.accuracy:.4f}", f"{100 * (dense_acc - e.run.accuracy):+.2f}",
+                     fmt_count(int(round(c.macs_executed))), _pct(c.skipped_fraction),
+                     f"{c.mcu[prof].seconds * 1e3:.1f}", f"{c.mcu[prof].cycles / dense_cycles:.2f}x",
+                     f"{c.mcu['msp430-hwmul'].cycles / ev['dense'].cost.mcu['msp430-hwmul'].cycles:.2f}x",
+                     f"{c.mcu[prof].energy_j * 1e6:.1f}"])
+    lines = [f"UnIT on {spec.model} / {data.label}: percentile {cfg.percentile:g}, groups {cfg.groups}, "
+             f"division {cfg.division}; calibrated on val ({len(data.val)}), scored on test ({len(data.test)})",
+             "",
+             text_table(rows, ["variant", "runtime", "acc", "drop pt", "MACs exec", "skipped",
+                               f"MCU ms ({prof})", "cycles/dense", "hwmul cyc/dense", "MCU uJ"]),
+             "(MCU figures are ESTIMATES from the cycle model; MACs per inference, averaged over test)"]
+    c = ev["unit"].run.counts
+    lines += ["", f"UnIT skips by cause (of all MACs): zero weight {_pct(c.zero_weight / c.total)}, "
+                  f"zero input {_pct(c.zero_input / c.total)} (ReLU / padding zeros any zero-skipping "
+                  f"runtime also skips), threshold {_pct(c.threshold / c.total)}"]
+    for name, comp in comparisons.items():
+        mm = comp["min_margin"]
+        lines.append(f"equal-MAC comparison vs {name}: UnIT >= {name} at {comp['unit_at_least']}/{comp['compared']} "
+                     f"comparable points (min margin {'-' if mm is None else f'{100 * mm:+.2f} pt'})")
+    if shift_rows:
+        srows = [[r["shift"]] + [f"{r[k]['accuracy']:.3f} / {_pct(r[k]['skipped_fraction'])}"
+                                 for k in ("dense", "magnitude", "unit", "unit+magnitude")] for r in shift_rows]
+        lines += ["", "domain shift (calibrated on clean val; accuracy / MACs skipped):",
+                  text_table(srows, ["shift", "dense", "magnitude", "unit", "unit+magnitude"], left=1)]
+    ov = div_check.overall
+    lines += ["", "division approximations vs exact division at the calibrated thresholds (val MAC pairs): "
+              + ", ".join(f"{k} {_pct(v)} agree" for k, v in ov.items())]
+    ok = all(a["ok"] for a in agreement)
+    lines.append("three executions on 4 test inputs (reference / compiled / int16 fixed point, exact "
+                 f"division): {'agree' if ok else 'DISAGREE'}; counts equal "
+                 f"{all(a['kernel_counts_equal'] and a['fixed_counts_equal'] for a in agreement)}; "
+                 f"max |kernel - reference| {max(a['kernel_max_abs_diff'] for a in agreement):.2e}; "
+                 f"max |fixed - reference| {max(a['fixed_max_abs_diff'] for a in agreement):.2e} "
+                 f"({agreement[0]['qformat']}); T=0 vs dense {max(a['dense_at_t0_max_abs_diff'] for a in agreement):.2e}")
+    dv = kernel.division_vs_exact()
+    lines.append(f"compiled kernels on this CPU, batch 1, median of {kernel.reps} interleaved: skip/dense "
+                 f"{kernel.skip_vs_dense:.2f}x ({kernel.median_us['skip-exact']:.0f} vs "
+                 f"{kernel.median_us['dense-kernel']:.0f} us; > 1 = skipping is slower here: branches "
+                 "cost more than the multiplies they save on a pipelined x86); vs exact division: "
+                 + ", ".join(f"{k} {v:.2f}x" for k, v in dv.items()))
+    lines.append("torch batch-1 latency (interleaved): " + ", ".join(
+        f"{k} {v.median_ms:.3f} ms (IQR {v.iqr_ms:.3f})" for k, v in lat.items())
+        + "; UnIT's torch path is a simulation and is not timed")
+    u = ev["unit"]
+    lines += ["", "done-when checks:",
+              f"  unit skips >= 50% with <= 1.0 pt drop: skipped {_pct(u.cost.skipped_fraction)}, "
+              f"drop {100 * (dense_acc - u.run.accuracy):+.2f} pt -> "
+              f"{'MET' if u.cost.skipped_fraction >= 0.5 and dense_acc - u.run.accuracy <= 0.01 + 1e-9 else 'NOT MET'}",
+              f"  {prof} unit cycles <= 0.6x dense: {u.cost.mcu[prof].cycles / dense_cycles:.2f}x -> "
+              f"{'MET' if u.cost.mcu[prof].cycles <= 0.6 * dense_cycles else 'NOT MET'}",
+              f"wrote {path} and {', '.join(['accuracy_vs_macs.png', 'mcu_time.png', 'mcu_energy.png'])} "
+              f"({elapsed:.0f} s)"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise LayerwiseError(f"--sweep {text!r}: give comma-separated percentiles, e.g. 10,20,40") from exc
+
+
+def add_arguments(p) -> None:
+    add_common_arguments(p)
+    p.add_argument("--percentile", type=float, default=20.0,
+                   help="percentile of |x*w| (nonzero pairs, val split) for each layer's threshold (paper: 20)")
+    p.add_argument("--groups", type=int, default=1, help="threshold groups of output units per layer")
+    p.add_argument("--division", choices=METHODS, default="exact", help="threshold division (paper section 2.2)")
+    p.add_argument("--sweep", type=str, default=None,
+                   help=f"percentiles for the trade-off curve (default {','.join(f'{v:g}' for v in DEFAULT_SWEEP)})")
+    p.add_argument("--epochs", type=int, default=None, help="base model epochs (default 10 images, 40 series)")
+    p.add_argument("--batch-size", type=int, default=None, help="base model batch (default 32 images, 8 series)")
+    p.add_argument("--mcu-profile", choices=tuple(PROFILES), default="msp430-swmul")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="validation accuracy drop in points allowed to magnitude pruning and FATReLU")
+    p.add_argument("--no-shift", action="store_true", help="skip the domain-shift table")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N val and test samples (smoke runs)")
+    p.add_argument("--quick", action="store_true", help="small sweep, few prune steps, 2 epochs: a smoke run")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    sweep_ = _floats(args.sweep) if args.sweep else (QUICK_SWEEP if args.quick else DEFAULT_SWEEP)
+    cfg = UnitRunConfig(percentile=args.percentile, groups=args.groups, division=args.division,
+                        sweep=sweep_, epochs=args.epochs if args.epochs is not None else (2 if args.quick else None),
+                        batch_size=args.batch_size, mcu_profile=args.mcu_profile, max_drop=args.max_drop,
+                        quick=args.quick, shift=not args.no_shift, limit=args.limit)
+    _, text, _ = run_unit(spec_from_args(args), cfg, progress)
+    return CommandReport(text)

@@ -1,0 +1,1 @@
+"""Figures: one function per figure, matplotlib object API only (no pyplot), headless."""

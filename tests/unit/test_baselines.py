@@ -1,0 +1,207 @@
+"""UnIT's baselines: magnitude pruning, FATReLU, and the fair MAC accounting of every variant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from layerwise.data import DatasetSplits
+from layerwise.errors import LayerwiseError
+from layerwise.models import build_model
+from layerwise.unit import convert, get_profile, unit_layers
+from layerwise.unit.accounting import (counted_evaluate, executed_macs, variant_cost,
+                                       zero_skip_compares)
+from layerwise.unit.baselines import (FATReLU, MagnitudeConfig, apply_masks, binary_search_threshold,
+                                      calibrate_fatrelu, fatrelu_layers, global_magnitude_masks,
+                                      iterative_magnitude_prune, replace_relus, sparsity_of)
+
+
+def _tiny_data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 16, 16, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    ds = TensorDataset(x, y)
+    return DatasetSplits("toy", ds, ds, ds, (1, 16, 16), 3, "image")
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model("tiny-cnn", (1, 16, 16), 3)
+
+
+# ------------------------------------------------------------------------------ magnitude
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.05, 0.37, 0.9])
+def test_global_masks_reach_the_requested_sparsity_with_real_zeros(sparsity):
+    m = _model()
+    n = sum(l.weight.numel() for l in (m.features.conv1, m.features.conv2, m.fc))
+    apply_masks(m, global_magnitude_masks(m, sparsity))
+    zeros = sum(int((l.weight == 0).sum()) for l in (m.features.conv1, m.features.conv2, m.fc))
+    assert zeros == round(sparsity * n)
+    assert sparsity_of(m) == pytest.approx(round(sparsity * n) / n)
+    assert int((m.fc.bias == 0).sum()) == 0      # biases are not pruned
+
+
+def test_global_masks_remove_the_smallest_magnitudes_across_layers():
+    m = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[0.1, -5.0], [3.0, 0.2]]))
+        m[1].weight.copy_(torch.tensor([[-0.15, 4.0]]))
+    masks = global_magnitude_masks(m, 0.5)   # 3 of 6: 0.1, 0.15, 0.2
+    assert masks["0"].tolist() == [[False, True], [True, False]]
+    assert masks["1"].tolist() == [[False, True]]
+
+
+def test_iterative_pruning_keeps_masks_through_finetune_and_stops_on_validation():
+    data = _tiny_data()
+    base = _model()
+    # accuracy 1 up to 50 % sparsity, then 0.5: steps 0.25, 0.5 pass, 0.75 fails -> choose 0.5
+    evaluate_fn = lambda m: 1.0 if sparsity_of(m) <= 0.5 + 1e-9 else 0.5  # noqa: E731
+    cfg = MagnitudeConfig(step=0.25, max_sparsity=0.75, finetune_epochs=1, batch_size=8)
+    res = iterative_magnitude_prune(base, data, cfg, evaluate_fn=evaluate_fn)
+    assert [s.sparsity for s in res.steps] == [0.25, 0.5, 0.75]
+    assert [s.within_bound for s in res.steps] == [True, True, False]
+    assert res.chosen == 1 and res.sparsity == 0.5
+    # fine-tuning changed the surviving weights but every masked weight is still exactly zero
+    masks = global_magnitude_masks(base, 0.25)
+    w_step = res.steps[0].state_dict
+    for name, keep in masks.items():
+        w = w_step[f"{name}.weight"]
+        assert bool((w[~keep] == 0).all())
+    assert sparsity_of(res.model) >= 0.5
+    assert not torch.equal(res.model.fc.weight, base.fc.weight)
+    assert not any("weight_orig" in k or "mask" in k for k in res.model.state_dict())
+    assert sparsity_of(base) == 0.0      # the input model is untouched
+
+
+def test_magnitude_config_errors_name_the_fix():
+    with pytest.raises(LayerwiseError, match="step"):
+        MagnitudeConfig(step=0.0).validate()
+    with pytest.raises(LayerwiseError, match="no nn.Linear"):
+        global_magnitude_masks(nn.Sequential(nn.ReLU()), 0.5)
+
+
+# ------------------------------------------------------------------------------ FATReLU
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=64))
+def test_fatrelu_at_zero_is_relu(values):
+    x = torch.tensor(values, dtype=torch.float32)
+    assert torch.equal(FATReLU(0.0)(x), torch.relu(x))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=1, max_size=64),
+       st.floats(0, 10, allow_nan=False))
+def test_fatrelu_keeps_exactly_the_values_at_or_above_t(values, t):
+    x = torch.tensor(values, dtype=torch.float32)
+    y = FATReLU(t)(x)
+    keep = x >= torch.tensor(t, dtype=torch.float32)
+    assert torch.equal(y[keep], x[keep]) and bool((y[~keep] == 0).all())
+
+
+def test_replace_relus_swaps_modules_and_refuses_functional_relu():
+    m = _model()
+    rep = replace_relus(m)
+    assert rep.replaced == ["features.relu1", "features.relu2"]
+    assert [n for n, _ in fatrelu_layers(m)] == rep.replaced
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return torch.relu(self.fc(x))
+
+    with pytest.raises(LayerwiseError, match="no nn.ReLU module"):
+        replace_relus(Functional())
+
+
+def test_binary_search_returns_the_largest_feasible_t():
+    t, evals = binary_search_threshold(lambda t: t <= 0.3721, 1.0, 1e-3)
+    assert 0.3721 - 1e-3 <= t <= 0.3721
+    assert evals == 1 + 10          # t_max, then halving [0, 1] to 1e-3
+    assert binary_search_threshold(lambda t: True, 2.5, 1e-3) == (2.5, 1)
+
+
+def test_calibrate_fatrelu_largest_t_within_bound_last_layer_first():
+    m = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1), nn.ReLU())
+    replace_relus(m)
+    layers = dict(fatrelu_layers(m))
+    seen_order = []
+
+    def evaluate_fn(model):
+        t1, t3 = float(layers["1"].threshold), float(layers["3"].threshold)
+        if not seen_order or seen_order[-1] != (t1 > 0, t3 > 0):
+            seen_order.append((t1 > 0, t3 > 0))
+        # accuracy stays 1.0 while t3 <= 0.6 and t1 <= 0.25, else drops to 0.9
+        return 1.0 if (t3 <= 0.6 and t1 <= 0.25) else 0.9
+
+    cal = calibrate_fatrelu(m, evaluate_fn, max_drop=0.005, t_max={"1": 1.0, "3": 2.0})
+    assert cal.order == ["3", "1"]
+    assert 0.6 - 2e-3 <= cal.thresholds["3"] <= 0.6
+    assert 0.25 - 1e-3 <= cal.thresholds["1"] <= 0.25
+    assert cal.accuracy == 1.0 and cal.reference_accuracy == 1.0
+    assert float(layers["3"].threshold) == cal.thresholds["3"]
+
+
+def test_calibrate_fatrelu_bad_input():
+    m = nn.Sequential(nn.Linear(1, 1))
+    with pytest.raises(LayerwiseError, match="replace_relus"):
+        calibrate_fatrelu(m, lambda _: 1.0, t_max={})
+    m = nn.Sequential(nn.Linear(1, 1), nn.ReLU())
+    replace_relus(m)
+    with pytest.raises(LayerwiseError, match="calibration_batches"):
+        calibrate_fatrelu(m, lambda _: 1.0)
+
+
+# ------------------------------------------------------------------------------ fair accounting
+
+def _hand_model():
+    m = nn.Sequential(nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]]))
+    return m
+
+
+def test_fair_macs_executed_per_variant_by_hand():
+    # x = [0, 1, 2, 3]: 8 MACs; W[0,1] = 0 -> 1 zero-weight MAC; x0 = 0 meets 2 nonzero weights
+    # -> 2 zero-input MACs; with T = 1.5 the pair x1*W[1,1] = 1 <= T is skipped by the threshold
+    ds = TensorDataset(torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.tensor([0]))
+    m = convert(_hand_model()).model
+    run0 = counted_evaluate(m, ds)
+    assert (run0.counts.total, run0.counts.zero_weight, run0.counts.zero_input) == (8, 1, 2)
+    assert executed_macs(run0.counts, "dense") == 8
+    assert executed_macs(run0.counts, "sparse_weights") == 7        # magnitude
+    assert executed_macs(run0.counts, "zero_skip") == 5             # fatrelu
+    unit_layers(m)[0][1].set_threshold(1.5)
+    run = counted_evaluate(m, ds)
+    assert run.counts.threshold == 1 and executed_macs(run.counts, "unit") == 4
+    costs = {k: variant_cost(k, m, run if k == "unit" else run0)
+             for k in ("dense", "magnitude", "fatrelu", "unit")}
+    assert {k: c.macs_executed for k, c in costs.items()} == {"dense": 8, "magnitude": 7, "fatrelu": 5, "unit": 4}
+    assert all(c.macs == 8 for c in costs.values())
+    sw = get_profile("msp430-swmul")
+    assert costs["dense"].mcu["msp430-swmul"].cycles == 8 * sw.mac
+    assert costs["magnitude"].mcu["msp430-swmul"].cycles == 7 * (sw.mac + sw.load)
+    # zero skipping tests each of the 4 inputs once (Linear): 5 MACs run, 4 tests (1 skips a row)
+    assert zero_skip_compares(m, run0.per_layer) == 4
+    assert costs["fatrelu"].mcu["msp430-swmul"].cycles == 5 * sw.mac + 4 * sw.compare_branch_keep
+    hw = get_profile("msp430-hwmul")   # tests never exceed those made: 4 (all charged as keep)
+    assert costs["fatrelu"].mcu["msp430-hwmul"].cycles == 5 * hw.mac + 4 * hw.compare_branch_keep
+    assert all(c.mcu["msp430-hwmul"].estimated for c in costs.values())
+
+
+def test_unconverted_layers_count_as_executed():
+    ds = TensorDataset(torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.tensor([0]))
+    m = convert(_hand_model()).model
+    run = counted_evaluate(m, ds)
+    c = variant_cost("fatrelu", m, run, other_macs=100)
+    assert c.macs == 108 and c.macs_executed == 105
+    with pytest.raises(LayerwiseError, match="no runtime"):
+        variant_cost("mystery", m, run)
