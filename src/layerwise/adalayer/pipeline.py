@@ -1,0 +1,226 @@
+"""AdaLayerNet end to end on any model: importance (eq. 1), allocation (eq. 2-3) under the size
+budget (eq. 6), compression (eq. 4), fine-tune with eq. (5), bake, pack.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..measure import count_macs
+from ..train import TrainConfig, TrainResult, evaluate, train
+from .allocation import allocate, redundancy, saturating_knob
+from .budget import BudgetResult, fit_budget
+from .compress import attach_fake_quant, bake, make_masks, quantize_layers, sparsity_regularizer
+from .config import AdaLayerConfig, Allocation, LayerPlan
+from .hessian import hessian_sensitivity
+from .importance import (Sensitivity, cache_key, layer_importance, load_cached, mac_shares, normalise,
+                         probe_accuracy_drops, store_cached)
+from .packed import Architecture, encode_packed
+from .quantize import QuantizedWeight
+from .structured import classifier_name, prune_channels
+from .targets import Skipped, find_targets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Analysis:
+    """Everything eq. (1)-(3) need, measured once per model (and cached)."""
+
+    targets: list[tuple[str, nn.Module]]
+    skipped: list[Skipped]
+    macs: dict[str, int]
+    params: dict[str, int]
+    sensitivity: Sensitivity
+    accuracy_contribution: dict[str, float]
+    mac_share: dict[str, float]
+    redundancy: dict[str, float]
+    importance: dict[str, float]
+
+
+@dataclass
+class CompressionResult:
+    model: nn.Module  # the baked fake-quant model: what the packed file stores, exactly
+    packed: bytes
+    quantized: dict[str, QuantizedWeight]
+    plans: list[LayerPlan]
+    skipped: list[Skipped]
+    allocation: Allocation
+    budget: BudgetResult
+    sensitivity: Sensitivity
+    structured_channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    val_accuracy_before_finetune: float | None = None
+    finetune: TrainResult | None = None
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the compressed layers' original weights that are gone (pruned or removed)."""
+        before = sum(p.params for p in self.plans)
+        after = sum(p.params_after or 0 for p in self.plans)
+        return 1.0 - after / before if before else 0.0
+
+
+def analyse(model: nn.Module, data, example_input: torch.Tensor, config: AdaLayerConfig, *, device: str = "cpu",
+            cache_dir: Path | None = None, progress=None) -> Analysis:
+    """Eq. (1) inputs and outputs, R_l of eq. (2); sensitivities from the cache when present."""
+    config.validate()
+    model.eval()
+    targets, skipped = find_targets(model)
+    if not targets:
+        raise_no_targets(model)
+    per_module = count_macs(model, example_input).per_module
+    macs = {name: int(per_module.get(name, 0)) for name, _ in targets}
+    params = {name: int(mod.weight.numel()) for name, mod in targets}
+    probe = {"ratio": config.probe_ratio, "bits": config.probe_bits}
+    if config.importance == "hessian":
+        probe.update(samples=config.hessian_samples, batches=config.hessian_batches, seed=config.seed)
+    key = cache_key(model, getattr(data, "label", data.name), config.importance, probe)
+    sens = load_cached(cache_dir, key)
+    if sens is None or set(sens.score) != set(macs):
+        if config.importance == "hessian":
+            sens = hessian_sensitivity(model, targets, data.val, probe_ratio=config.probe_ratio,
+                                       probe_bits=config.probe_bits, samples=config.hessian_samples,
+                                       batches=config.hessian_batches, device=device, seed=config.seed)
+        else:
+            sens = probe_accuracy_drops(model, targets, data.val, probe_ratio=config.probe_ratio,
+                                        probe_bits=config.probe_bits, device=device, progress=progress)
+        store_cached(cache_dir, key, sens)
+    else:
+        log.info("sensitivities from cache (%s)", key)
+    a = normalise(sens.score)
+    f = mac_shares(macs)
+    return Analysis(targets, skipped, macs, params, sens, a, f, redundancy(targets),
+                    layer_importance(a, f, config.alpha, config.beta))
+
+
+def raise_no_targets(model: nn.Module) -> None:
+    from ..errors import LayerwiseError
+    raise LayerwiseError(f"{type(model).__name__} has no Conv1d/2d/3d or Linear layer for AdaLayerNet to compress: "
+                         "use a model with convolutional or linear layers")
+
+
+def _size_unstructured(model, targets, arch, config):
+    state = model.state_dict()
+
+    def size(prune_ratio: dict[str, float], bits: dict[str, int]) -> int:
+        q = quantize_layers(targets, make_masks(targets, prune_ratio), bits)
+        return len(encode_packed(state, q, arch, passthrough_dtype=config.passthrough_dtype))
+    return size
+
+
+def _structured_copy(model, example_input, prune_ratio, ignored):
+    m = copy.deepcopy(model).eval()
+    channels = prune_channels(m, example_input, prune_ratio, ignored)
+    return m, channels
+
+
+def _size_structured(model, example_input, arch, config, ignored):
+    def size(prune_ratio: dict[str, float], bits: dict[str, int]) -> int:
+        m, _ = _structured_copy(model, example_input, prune_ratio, ignored)
+        t, _ = find_targets(m)
+        masks = {n: torch.ones_like(mod.weight, dtype=torch.bool) for n, mod in t}
+        q = quantize_layers(t, masks, bits)
+        return len(encode_packed(m.state_dict(), q, arch, passthrough_dtype=config.passthrough_dtype,
+                                 structured=True))
+    return size
+
+
+def finetune_config(config: AdaLayerConfig, device: str) -> TrainConfig:
+    return TrainConfig(epochs=config.finetune_epochs, batch_size=config.finetune_batch_size, optimizer="adam",
+                       lr=config.finetune_lr, schedule="cosine", seed=config.seed, device=device)
+
+
+def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float, example_input: torch.Tensor,
+                   config: AdaLayerConfig | None = None, device: str = "cpu", cache_dir: Path | None = None,
+                   progress=None, analysis: Analysis | None = None) -> CompressionResult:
+    """Compress a trained ``model`` IN PLACE with AdaLayerNet so its packed file fits
+    ``budget * dense_bytes``; returns the baked model, the packed bytes and the per-layer plan.
+
+    ``arch`` says how the loader rebuilds the model; ``example_input`` is a batch-1 input (MACs,
+    structured tracing); ``data`` gives the validation split (sensitivity) and the training split
+    (fine-tune). ``dense_bytes`` is the fp32 ``torch.save(state_dict)`` size of ``model``.
+    """
+    from ..measure import artifact_size
+    config = (config or AdaLayerConfig()).validate()
+    an = analysis or analyse(model, data, example_input, config, device=device, cache_dir=cache_dir,
+                             progress=progress)
+    dense_bytes = artifact_size(model).bytes
+    names = [n for n, _ in an.targets]
+    an_targets = [(n, model.get_submodule(n)) for n in names]  # the analysis may come from a copy
+    ignored = [classifier_name(model)] if config.structured else []
+    if config.structured:
+        size_fn = _size_structured(model, example_input, arch, config, ignored)
+    else:
+        size_fn = _size_unstructured(model, an_targets, arch, config)
+    floor = size_fn({n: config.p_max for n in names}, {n: config.b_min for n in names})
+
+    def size_at(knob: float) -> int:
+        alloc = allocate(an.importance, an.redundancy, knob, config)
+        return size_fn(alloc.prune_ratio, alloc.bits)
+
+    # structured: every step re-traces and prunes a copy with Torch-Pruning (about a second), so fewer steps
+    fit = fit_budget(size_at, budget=budget, dense_bytes=dense_bytes, floor_bytes=floor,
+                     knob_max=saturating_knob(an.importance, config), iterations=10 if config.structured else 30)
+    alloc = allocate(an.importance, an.redundancy, fit.knob, config)
+
+    channels: dict[str, tuple[int, int]] = {}
+    if config.structured:
+        channels = prune_channels(model, example_input, alloc.prune_ratio, ignored)
+        targets, _ = find_targets(model)
+        masks = {n: torch.ones_like(mod.weight, dtype=torch.bool) for n, mod in targets}
+    else:
+        targets = an_targets
+        masks = make_masks(targets, alloc.prune_ratio)
+    attach_fake_quant(targets, masks, alloc.bits)
+    before_ft = evaluate(model, data.val, device=device).accuracy
+    ft = None
+    if config.finetune_epochs > 0:
+        ft = train(model, data, finetune_config(config, device), progress=progress,
+                   extra_loss=sparsity_regularizer(targets, an.importance, config.eta))
+    model.eval()
+    quantized = bake(model, targets, masks, alloc.bits, config.passthrough_dtype)
+    packed = encode_packed(model.state_dict(), quantized, arch, passthrough_dtype=config.passthrough_dtype,
+                           structured=config.structured)
+    if len(packed) != fit.packed_bytes:
+        log.info("packed size after fine-tune %d bytes (budget search measured %d)", len(packed), fit.packed_bytes)
+        fit.packed_bytes = len(packed)
+    plans = []
+    for name in names:
+        qw = quantized[name]
+        plans.append(LayerPlan(name=name, kind=type(dict(an_targets)[name]).__name__.lower(), params=an.params[name],
+                               macs=an.macs[name], accuracy_contribution=an.accuracy_contribution[name],
+                               mac_share=an.mac_share[name], redundancy=an.redundancy[name],
+                               importance=an.importance[name], prune_ratio=alloc.prune_ratio[name],
+                               bits=alloc.bits[name], params_after=qw.nonzero))
+    return CompressionResult(model=model, packed=packed, quantized=quantized, plans=plans, skipped=an.skipped,
+                             allocation=alloc, budget=fit, sensitivity=an.sensitivity, structured_channels=channels,
+                             val_accuracy_before_finetune=before_ft, finetune=ft)
+
+
+def compress_uniform(model: nn.Module, data, arch: Architecture, *, prune_ratio: float, bits: int,
+                     config: AdaLayerConfig, device: str = "cpu", progress=None,
+                     finetune: bool = True) -> tuple[nn.Module, dict[str, QuantizedWeight], bytes]:
+    """One ratio and one bit width for every layer, same fine-tune recipe (cross-entropy only)."""
+    targets, _ = find_targets(model)
+    masks = make_masks(targets, {n: prune_ratio for n, _ in targets})
+    bit_map = {n: bits for n, _ in targets}
+    attach_fake_quant(targets, masks, bit_map)
+    if finetune and config.finetune_epochs > 0:
+        train(model, data, finetune_config(config, device), progress=progress)
+    model.eval()
+    quantized = bake(model, targets, masks, bit_map, config.passthrough_dtype)
+    packed = encode_packed(model.state_dict(), quantized, arch, passthrough_dtype=config.passthrough_dtype)
+    return model, quantized, packed
+
+
+def uniform_size_fn(model: nn.Module, arch: Architecture, config: AdaLayerConfig):
+    targets, _ = find_targets(model)
+    base = _size_unstructured(model, targets, arch, config)
+    names = [n for n, _ in targets]
+    return lambda ratio, bits: base({n: ratio for n in names}, {n: bits for n in names})

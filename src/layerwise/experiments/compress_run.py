@@ -1,0 +1,292 @@
+"""``layerwise compress``: AdaLayerNet against dense, uniform and torch-int8, side by side in one run.
+
+Variants (names as written in results.json): ``dense`` (the trained fp32 model), ``uniform``
+(one pruning ratio and one bit width for all layers at AdaLayerNet's packed size), ``torch-int8``
+(global magnitude pruning at AdaLayerNet's sparsity + PyTorch dynamic int8) and ``adalayer``.
+Accuracy is on the test split of the model rebuilt FROM THE PACKED FILE; size_bytes is that file.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..adalayer import (AdaLayerConfig, Architecture, compress_model, compress_uniform, export_and_check,
+                        load_packed, uniform_candidates, uniform_size_fn, write_packed)
+from ..adalayer.budget import check_budget
+from ..adalayer.int8 import finalize, global_prune, quantize_int8
+from ..adalayer.pipeline import analyse, finetune_config
+from ..adalayer.targets import find_targets
+from ..measure import artifact_size, compare_latency, count_macs, measure_energy, peak_memory
+from ..results import Results, Variant, env_info, write_results
+from ..train import evaluate, load_checkpoint, load_weights, train, TrainConfig
+from ..viz.adalayer import architecture_ribbon, layer_fingerprint, params_before_after
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
+                     fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("dense", "uniform", "torch-int8", "adalayer")
+
+
+@dataclass
+class CompressOptions:
+    budget: float = 0.15
+    base_epochs: int = 20
+    base_batch_size: int = 64
+    uniform_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    uniform_top: int = 2  # uniform candidates fine-tuned (best val accuracy after fine-tune wins)
+    latency_n: int = 200
+    latency_batch: int = 32
+    cache_dir: Path | None = None
+
+
+@dataclass
+class CompressOutput:
+    out_dir: Path
+    results_path: Path
+    results: Results
+    table: list[dict]
+    checks: dict
+
+
+def _base_model(spec: RunSpec, data, opts: CompressOptions, directory: Path, progress) -> tuple[nn.Module, str]:
+    """The trained fp32 model: --checkpoint, or trained here once and cached in DIR/base/."""
+    model = build_for_data(spec, data)
+    if spec.checkpoint is not None:
+        return model, f"--checkpoint {spec.checkpoint}"
+    base_dir = directory / "base"
+    ck = base_dir / "checkpoint.pt"
+    config = TrainConfig(epochs=opts.base_epochs, batch_size=opts.base_batch_size, optimizer="adam", lr=3e-3,
+                         schedule="cosine", seed=spec.seed, device=spec.device)
+    if ck.is_file() and int(load_checkpoint(ck)["epoch"]) >= opts.base_epochs:
+        load_weights(model, ck)
+        return model, f"cached {ck}"
+    train(model, data, config, out_dir=base_dir, resume=ck.is_file(), progress=progress)
+    return model, f"trained here: {asdict(config)} -> {ck}"
+
+
+def _nonzero_params(model: nn.Module) -> int:
+    return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))
+
+
+def _executed_macs(model: nn.Module, macs_per_module: dict[str, int], total: int) -> int:
+    """MACs with nonzero weights: each compressible layer's MACs scaled by its weight density."""
+    removed = 0
+    for name, mod in find_targets(model)[0]:
+        w = mod.weight.detach()
+        removed += macs_per_module.get(name, 0) * (1.0 - float(torch.count_nonzero(w)) / w.numel())
+    return int(round(total - removed))
+
+
+def _int8_variant(base: nn.Module, data, sparsity: float, cfg: AdaLayerConfig, device: str, progress):
+    model = copy.deepcopy(base)
+    targets, _ = find_targets(model)
+    global_prune(model, targets, sparsity)
+    if cfg.finetune_epochs > 0:
+        train(model, data, finetune_config(cfg, device), progress=progress)
+    finalize(model)
+    model.eval()
+    return model, quantize_int8(model)
+
+
+def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, progress=None) -> CompressOutput:
+    check_device(spec.device)
+    check_budget(opts.budget)
+    cfg.validate()
+    threads = set_threads(spec.threads)
+    data = load_data_for_model(spec)
+    directory = out_dir(spec, "compress")
+    base, base_source = _base_model(spec, data, opts, directory, progress)
+    base.eval()
+    arch = Architecture(spec.model, tuple(data.input_shape), data.num_classes, {})
+    x1 = example_input(data, 1, spec.device)
+    dense_size = artifact_size(base, path=directory / "dense.pt")
+    cache_dir = opts.cache_dir or directory / "cache"
+
+    # -- adalayer ------------------------------------------------------------------------------
+    analysis = analyse(base, data, x1, cfg, device=spec.device, cache_dir=cache_dir, progress=progress)
+    ada = compress_model(copy.deepcopy(base), data, arch, budget=opts.budget, example_input=x1, config=cfg,
+                         device=spec.device, cache_dir=cache_dir, progress=progress, analysis=analysis)
+    ada_path = write_packed(directory / "adalayer.lwpk", ada.packed)
+    ada_rebuilt = load_packed(ada_path).model
+    xb = torch.stack([data.test[i][0] for i in range(min(64, len(data.test)))]).to(spec.device)
+    with torch.no_grad():
+        equal = bool(torch.equal(ada_rebuilt(xb), ada.model(xb)))
+    onnx = export_and_check(ada_rebuilt, xb[:8], directory / "adalayer.onnx")
+
+    # -- uniform at the same packed size ----------------------------------------------------------
+    target = len(ada.packed)
+    cands = uniform_candidates(uniform_size_fn(base, arch, cfg), target, list(opts.uniform_bits), cfg.p_max)
+    for c in cands:
+        m = copy.deepcopy(base)
+        compress_uniform(m, data, arch, prune_ratio=c.prune_ratio, bits=c.bits, config=cfg, finetune=False)
+        c.val_accuracy = evaluate(m, data.val, device=spec.device).accuracy
+    best = None
+    for c in sorted(cands, key=lambda c: -c.val_accuracy)[:max(1, opts.uniform_top)]:
+        m, _, packed = compress_uniform(copy.deepcopy(base), data, arch, prune_ratio=c.prune_ratio, bits=c.bits,
+                                        config=cfg, device=spec.device, progress=progress)
+        c.val_accuracy_finetuned = evaluate(m, data.val, device=spec.device).accuracy
+        if best is None or c.val_accuracy_finetuned > best[0].val_accuracy_finetuned:
+            best = (c, packed)
+    uni_path = write_packed(directory / "uniform.lwpk", best[1])
+    uni_rebuilt = load_packed(uni_path).model
+
+    # -- torch-int8 at the same overall sparsity --------------------------------------------------
+    int8_float, int8 = _int8_variant(base, data, ada.sparsity, cfg, spec.device, progress)
+    int8_size = artifact_size(int8, path=directory / "torch-int8.pt")
+
+    # -- measurements, side by side ---------------------------------------------------------------
+    models = {"dense": base, "uniform": uni_rebuilt, "torch-int8": int8, "adalayer": ada_rebuilt}
+    lat1 = compare_latency({k: (m, x1) for k, m in models.items()}, n=opts.latency_n, warmup=20, threads=threads)
+    xB = x1.repeat(opts.latency_batch, *([1] * (x1.dim() - 1)))
+    latB = compare_latency({k: (m, xB) for k, m in models.items()}, n=max(10, opts.latency_n // 10), warmup=5,
+                           threads=threads)
+    dense_macs = count_macs(base, x1)
+    variants, table = [], [p.to_json() for p in ada.plans]
+    for name, m in models.items():
+        def forward(m=m):
+            with torch.inference_mode():
+                m(x1)
+        acc = evaluate(m, data.test, device=spec.device).accuracy
+        energy = measure_energy(forward, n=20, device=spec.device)
+        mem = peak_memory(forward, device=spec.device)
+        extra: dict = {"accuracy_split": "test", "latency_batched_ms": latB[name].to_json(),
+                       "memory_scope": mem.scope, "macs_source": dense_macs.source}
+        macs, executed, params = dense_macs.total, dense_macs.total, _nonzero_params(m)
+        if name == "dense":
+            size = dense_size.bytes
+            extra.update(size_source="torch.save(state_dict), fp32", checkpoint=base_source)
+        elif name == "torch-int8":
+            size = int8_size.bytes
+            executed = _executed_macs(int8_float, dense_macs.per_module, dense_macs.total)
+            params = _nonzero_params(int8_float)
+            extra.update(size_source="torch.save(state_dict) of the quantize_dynamic model",
+                         macs="from the float model: counters report 0 after quantize_dynamic",
+                         note="dynamic int8 quantizes Linear/LSTM only: Conv layers stay fp32 and their pruned "
+                              "zeros are stored densely", global_sparsity=ada.sparsity)
+        else:
+            size = (ada_path if name == "adalayer" else uni_path).stat().st_size
+            extra["size_source"] = "os.path.getsize of the packed file (.lwpk)"
+            if cfg.structured and name == "adalayer":
+                mc = count_macs(m, x1)
+                macs = executed = mc.total
+                extra["macs_executed_note"] = "structured: channels removed, these MACs really run"
+            else:
+                executed = _executed_macs(m, dense_macs.per_module, dense_macs.total)
+                extra["macs_executed_note"] = ("nonzero-weight MACs (what a sparse kernel would run); the rebuilt "
+                                               "model runs dense PyTorch kernels, so its latency equals dense")
+        if name == "uniform":
+            extra.update(prune_ratio=best[0].prune_ratio, bits=best[0].bits,
+                         candidates=[c.to_json() for c in cands], packed_path=str(uni_path))
+        if name == "adalayer":
+            extra.update(layers=table, skipped=[s.to_json() for s in ada.skipped], budget=ada.budget.to_json(),
+                         allocation=ada.allocation.to_json(), sensitivity=ada.sensitivity.to_json(),
+                         sensitivity_cached=ada.sensitivity.cached, config=cfg.to_json(),
+                         packed_path=str(ada_path), rebuilt_equals_fake_quant=equal, onnx=onnx.to_json(),
+                         val_accuracy_before_finetune=ada.val_accuracy_before_finetune,
+                         structured_channels={k: list(v) for k, v in ada.structured_channels.items()},
+                         mode="structured" if cfg.structured else "unstructured")
+        variants.append(Variant(name=name, accuracy=acc, macs=macs, macs_executed=min(executed, macs),
+                                params=params, size_bytes=int(size), latency_ms=lat1[name].to_json(),
+                                peak_mem_bytes=mem.bytes, energy_j=energy.to_json(), extra=extra))
+    figures = [layer_fingerprint(table, directory / "layer_fingerprint.png").name,
+               architecture_ribbon(table, directory / "architecture_ribbon.png", b_min=cfg.b_min,
+                                   b_max=cfg.b_max).name,
+               params_before_after(table, directory / "params_per_layer.png").name]
+    results = Results(method="adalayer", model=spec.model, dataset=data.label,
+                      env=env_info(spec.device, threads, spec.seed), variants=variants, figures=figures)
+    path = write_results(directory, results)
+    checks = {"rebuilt_equals_fake_quant": equal, "equality_inputs": int(xb.shape[0]), "onnx": onnx.to_json(),
+              "latency_ratio_b1": lat1["adalayer"].median_ms / lat1["dense"].median_ms,
+              "latency_iqr_ms": {k: v.iqr_ms for k, v in lat1.items()}}
+    return CompressOutput(directory, path, results, table, checks)
+
+
+NAME = "compress"
+HELP = "AdaLayerNet: per-layer pruning ratio and bit width under a size budget, packed artifact"
+
+
+def add_arguments(p) -> None:
+    add_common_arguments(p)
+    p.add_argument("--budget", type=float, default=0.15, help="packed size as a fraction of the dense fp32 file")
+    p.add_argument("--structured", action="store_true", help="remove whole channels with Torch-Pruning")
+    p.add_argument("--importance", choices=("accuracy", "hessian"), default="accuracy",
+                   help="A_l from measured accuracy drops (paper) or Hutchinson Hessian traces (HAWQ-style)")
+    p.add_argument("--base-epochs", type=int, default=20, help="epochs to train the dense model (no --checkpoint)")
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--b-min", type=int, default=4)
+    p.add_argument("--b-max", type=int, default=8)
+    p.add_argument("--p-max", type=float, default=0.95)
+    p.add_argument("--alpha", type=float, default=1.0, help="eq. 1 weight of the accuracy contribution")
+    p.add_argument("--beta", type=float, default=-1.0, help="eq. 1 weight of the MAC share (negative: costly "
+                                                            "layers are compressed harder)")
+    p.add_argument("--eta", type=float, default=1e-5, help="eq. 5 sparsity regularisation")
+    p.add_argument("--uniform-top", type=int, default=2, help="uniform candidates to fine-tune")
+    p.add_argument("--latency-n", type=int, default=200)
+    p.add_argument("--cache-dir", type=Path, help="sensitivity cache (default DIR/cache)")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (2 base epochs, 1 "
+                                                        "fine-tune epoch, few latency runs)")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    cfg = AdaLayerConfig(alpha=args.alpha, beta=args.beta, importance=args.importance, p_max=args.p_max,
+                         b_min=args.b_min, b_max=args.b_max, eta=args.eta, finetune_epochs=args.finetune_epochs,
+                         structured=args.structured, seed=args.seed)
+    opts = CompressOptions(budget=args.budget, base_epochs=args.base_epochs, uniform_top=args.uniform_top,
+                           latency_n=args.latency_n, cache_dir=args.cache_dir)
+    if args.quick:
+        cfg.finetune_epochs, opts.base_epochs, opts.latency_n, opts.uniform_top = 1, 2, 20, 1
+        opts.uniform_bits = (4, 8)
+    out = run_compress(spec_from_args(args), cfg, opts, progress)
+    return CommandReport(format_report(out, cfg, opts))
+
+
+def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOptions) -> str:
+    res = out.results
+    v = {x.name: x for x in res.variants}
+    dense = v["dense"]
+    rows = []
+    for x in res.variants:
+        lat = x.latency_ms
+        rows.append([x.name, f"{100 * x.accuracy:.2f}", f"{100 * (x.accuracy - dense.accuracy):+.2f}",
+                     f"{x.size_bytes:,}", f"{x.size_bytes / dense.size_bytes:.4f}", fmt_count(x.params),
+                     fmt_count(x.macs), fmt_count(x.macs_executed),
+                     f"{lat['median']:.3f} ± {lat['iqr']:.3f}", f"{lat['median'] / dense.latency_ms['median']:.3f}",
+                     f"{x.energy_j['value'] * 1e3:.3f}{'*' if x.energy_j['estimated'] else ''}"])
+    layer_rows = [[r["name"], fmt_count(r["params"]), fmt_count(r["params_after"]), f"{100 * r['prune_ratio']:.1f}",
+                   r["bits"], f"{r['accuracy_contribution']:.3f}", f"{r['importance']:.3f}"] for r in out.table]
+    ada = v["adalayer"].extra
+    lines = [
+        f"AdaLayerNet on {res.model} / {res.dataset}: budget {opts.budget:g} of the dense fp32 file, "
+        f"{ada['mode']}, importance={cfg.importance}, {res.env['threads']} threads",
+        "",
+        "Per-layer plan (paper Fig. 6):",
+        text_table(layer_rows, ["layer", "params", "after", "prune %", "bits", "acc contrib A", "importance I"],
+                   left=1),
+        "",
+        text_table(rows, ["variant", "acc %", "Δ pt", "size B", "size/dense", "params≠0", "MACs", "MACs exec",
+                          "latency b=1 ms (median ± IQR)", "lat/dense", "energy mJ"], left=1),
+        "(* estimated energy, see results.json energy_j.source; latency interleaved in one run)",
+        "",
+        f"packed file        {ada['packed_path']}  ({v['adalayer'].size_bytes:,} bytes = "
+        f"{v['adalayer'].size_bytes / dense.size_bytes:.4f} of dense; smallest feasible budget "
+        f"{ada['budget']['smallest_feasible_budget']:.4f})",
+        f"rebuilt == fake-quant (torch.equal on {out.checks['equality_inputs']} test inputs): {out.checks['rebuilt_equals_fake_quant']}",
+        f"ONNX vs onnxruntime max |diff| {out.checks['onnx']['max_abs_diff']:.2e} (tolerance "
+        f"{out.checks['onnx']['tolerance']:g}): {'ok' if out.checks['onnx']['ok'] else 'MISMATCH'}",
+        f"uniform baseline   {v['uniform'].extra['bits']} bits, prune {100 * v['uniform'].extra['prune_ratio']:.1f} % "
+        f"in every layer",
+        f"adalayer - uniform {100 * (v['adalayer'].accuracy - v['uniform'].accuracy):+.2f} pt at "
+        f"{v['adalayer'].size_bytes:,} vs {v['uniform'].size_bytes:,} bytes",
+    ]
+    if ada["skipped"]:
+        lines.append("left uncompressed: " + "; ".join(f"{s['name']} ({s['kind']})" for s in ada["skipped"]))
+    lines.append(f"figures            {', '.join(res.figures)}")
+    lines.append(f"wrote {out.results_path}")
+    return "\n".join(lines)
