@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -78,9 +80,33 @@ def test_iterative_pruning_keeps_masks_through_finetune_and_stops_on_validation(
     assert sparsity_of(base) == 0.0      # the input model is untouched
 
 
+def test_pruning_records_steps_past_the_stop_and_chooses_by_rule():
+    data = _tiny_data()
+    base = _model()
+    # 0.25 passes, 0.5 fails, 0.75 passes again: the rule stops at 0.5 (chooses 0.25), the
+    # curve still records 0.75 (after_stop); without record_past_stop the schedule ends at 0.5
+    evaluate_fn = lambda m: 0.5 if abs(sparsity_of(m) - 0.5) < 0.05 else 1.0  # noqa: E731
+    cfg = MagnitudeConfig(step=0.25, max_sparsity=0.75, finetune_epochs=0, batch_size=8)
+    res = iterative_magnitude_prune(base, data, cfg, evaluate_fn=evaluate_fn)
+    assert [s.within_bound for s in res.steps] == [True, False, True]
+    assert [s.after_stop for s in res.steps] == [False, False, True]
+    # default rule: the largest step within the bound; the literal rule's pick is recorded too
+    assert res.chosen == 2 and res.sparsity == 0.75 and res.chosen_first_failure == 0
+    assert sparsity_of(res.model) == pytest.approx(0.75, abs=0.02)
+    lit = iterative_magnitude_prune(base, data, dataclasses.replace(cfg, rule="first_failure"),
+                                    evaluate_fn=evaluate_fn)
+    assert lit.chosen == 0 and lit.sparsity == 0.25 and len(lit.steps) == 3
+    assert sparsity_of(lit.model) == pytest.approx(0.25, abs=0.02)
+    short = iterative_magnitude_prune(base, data, dataclasses.replace(cfg, record_past_stop=False),
+                                      evaluate_fn=evaluate_fn)
+    assert [s.sparsity for s in short.steps] == [0.25, 0.5] and short.chosen == 0
+
+
 def test_magnitude_config_errors_name_the_fix():
     with pytest.raises(LayerwiseError, match="step"):
         MagnitudeConfig(step=0.0).validate()
+    with pytest.raises(LayerwiseError, match="first_failure"):
+        MagnitudeConfig(rule="last").validate()
     with pytest.raises(LayerwiseError, match="no nn.Linear"):
         global_magnitude_masks(nn.Sequential(nn.ReLU()), 0.5)
 

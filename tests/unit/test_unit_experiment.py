@@ -15,7 +15,7 @@ from layerwise.unit.curves import compare_at_equal_macs, interpolate
 from layerwise.unit.shift import ShiftSpec, rotate, shift_tensor, shifted_dataset
 
 
-def test_quick_run_writes_six_variants_and_three_figures(tmp_path, capsys):
+def test_quick_run_writes_the_variants_and_three_figures(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["unit", "--model", "tiny-cnn", "--dataset", "digits", "--size", "16", "--quick",
                  "--limit", "40", "--sweep", "20,60", "--out", str(out), "--threads", "1"])
@@ -42,12 +42,30 @@ def test_quick_run_writes_six_variants_and_three_figures(tmp_path, capsys):
     assert run["kernel_timing"]["skip_vs_dense"] > 0
     assert len(run["domain_shift"]) == 3
     assert [p["percentile"] for p in run["sweep"]] == [0.0, 20.0, 60.0]
-    assert run["config"]["percentile"] == 20.0
+    # --percentile auto (the default): chosen from the val curve, p20 reported beside it
+    assert run["config"]["percentile"] is None and "percentile auto" in printed
+    ch = run["percentile_choice"]
+    assert ch["split"] == "val" and run["percentile"] == ch["percentile"] in (20.0, 60.0)
+    assert ch["val_curve"] == [{"percentile": p["percentile"], "val_accuracy": p["val_accuracy"]}
+                               for p in run["sweep"] if p["percentile"] > 0]
+    assert v["unit@p20"]["extra"]["percentile"] == 20.0
+    # MCU cost per division method with measured loop steps
+    mbd = run["mcu_by_division"]
+    assert set(mbd) == {"exact", "bitshift", "binary_tree", "bitmask"}
+    assert mbd["bitshift"]["steps"]["average_steps"] > 0 and mbd["exact"]["steps"]["steps"] == 0
+    # (division counts differ between methods: their decisions change later layers' inputs)
+    assert mbd["bitshift"]["steps"]["divisions"] > 0
+    assert "measured" in mbd["bitshift"]["mcu"]["msp430-swmul"]["source"]
+    # the magnitude curve records every step of its schedule, val and test
+    mc = run["curves"]["magnitude"]
+    assert [round(c["sparsity"], 2) for c in mc] == [0.0, 0.05, 0.1]
+    assert all("val_accuracy" in c and "macs_executed" in c for c in mc[1:])
 
 
 @pytest.mark.parametrize("kw, match", [
     ({"percentile": 100.0}, "strictly between 0 and 100"),
     ({"percentile": 0.0}, "strictly between 0 and 100"),
+    ({"max_drop": -1.0}, "--max-drop"),
     ({"sweep": (10.0, 120.0)}, "--sweep"),
     ({"division": "newton"}, "--division"),
     ({"mcu_profile": "avr"}, "--mcu-profile"),

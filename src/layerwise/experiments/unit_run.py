@@ -4,11 +4,16 @@ Trains the base model (or loads ``--checkpoint``; a trained base is cached as
 ``OUT/base_model.pt``), then, calibrating ONLY on the validation split and scoring on test:
 
 * ``dense``: the base model;
-* ``magnitude``: global L1 magnitude pruning, 5 % per step with a fine-tune, stopped by the
-  validation accuracy (``--max-drop`` points below dense);
+* ``magnitude``: global L1 magnitude pruning, 5 % per step with a fine-tune (2 epochs, Adam
+  3e-4), every step recorded up to 90 % sparsity; the variant is the largest-sparsity step whose
+  VALIDATION accuracy is within ``--max-drop`` points of dense;
 * ``fatrelu``: FATReLU thresholds by per-layer binary search on validation (same bound);
-* ``unit``: UnIT at ``--percentile`` (``--groups``, ``--division``);
-* ``unit+magnitude``, ``unit+fatrelu``: UnIT calibrated on the pruned / FATReLU model.
+* ``unit``: UnIT at ``--percentile`` (``--groups``, ``--division``); ``auto`` (the default) is
+  the largest sweep percentile whose VALIDATION accuracy is within ``--max-drop`` of the dense
+  model's (:mod:`layerwise.unit.select`; test accuracy never enters the choice);
+* ``unit@p20``: UnIT at the paper's fixed percentile 20 (the library default), for reference;
+* ``unit+magnitude``, ``unit+fatrelu``: UnIT calibrated on the pruned / FATReLU model, its
+  percentile chosen the same way on that model's validation curve (bound: total drop vs dense).
 
 Each variant's ``macs_executed`` counts what its own runtime skips (:mod:`layerwise.unit.accounting`);
 MCU time and energy come from the cycle model (:mod:`layerwise.unit.mcu`, estimates). Also: the
@@ -37,7 +42,7 @@ from ..models import sensor_cnn1d as _cnn1d  # noqa: F401  (registers cnn1d)
 from ..results import Results, Variant, env_info, write_results
 from ..storage import atomic_torch_save, atomic_write_json
 from ..train import TrainConfig, evaluate, load_weights, train
-from ..unit import METHODS, PROFILES, MacCounts, convert, set_division, sweep
+from ..unit import METHODS, PROFILES, MacCounts, calibrate, convert, reset_counts, set_division, sweep
 from ..unit.accounting import CountedRun, VariantCost, counted_evaluate, variant_cost
 from ..unit.agreement import model_agreement
 from ..unit.baselines import (MagnitudeConfig, calibrate_fatrelu, iterative_magnitude_prune,
@@ -45,7 +50,9 @@ from ..unit.baselines import (MagnitudeConfig, calibrate_fatrelu, iterative_magn
 from ..unit.curves import compare_at_equal_macs
 from ..unit.division_check import check_divisions
 from ..unit.kernel_timing import time_model_kernels
+from ..unit.select import PercentileChoice, choose_percentile, parse_percentile
 from ..unit.shift import default_shifts, shifted_dataset
+from ..unit.steps import calibrate_trees, measure_steps
 from ..viz import unit as viz
 from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device,
                      fmt_count, load_data_for_model, out_dir, seed_everything, set_threads,
@@ -56,7 +63,8 @@ log = logging.getLogger(__name__)
 NAME = "unit"
 HELP = "UnIT inference-time MAC skipping vs magnitude pruning and FATReLU (MACs, accuracy, MCU cost)"
 
-VARIANTS = ("dense", "magnitude", "fatrelu", "unit", "unit+magnitude", "unit+fatrelu")
+FIXED_PERCENTILE = 20.0   # the paper's setting and unit.calibrate's default
+VARIANTS = ("dense", "magnitude", "fatrelu", "unit", "unit@p20", "unit+magnitude", "unit+fatrelu")
 DEFAULT_SWEEP = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 QUICK_SWEEP = (10.0, 30.0, 60.0)
 FATRELU_BOUNDS_PT = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
@@ -67,7 +75,7 @@ QUICK_FATRELU_BOUNDS_PT = (0.5, 5.0)
 class UnitRunConfig:
     """Options of one ``layerwise unit`` run (CLI flags)."""
 
-    percentile: float = 20.0
+    percentile: float | None = None      # None: auto (largest val-safe sweep percentile)
     groups: int = 1
     division: str = "exact"
     sweep: tuple[float, ...] = DEFAULT_SWEEP
@@ -80,8 +88,8 @@ class UnitRunConfig:
     limit: int | None = None             # cap val and test at the first N samples (smoke runs)
 
     def validate(self) -> None:
-        if not 0.0 < self.percentile < 100.0:
-            raise LayerwiseError(f"--percentile {self.percentile} must lie strictly between 0 and 100, e.g. 20")
+        if self.percentile is not None and not 0.0 < self.percentile < 100.0:
+            raise LayerwiseError(f"--percentile {self.percentile} must lie strictly between 0 and 100, e.g. 20, or be 'auto'")
         if any(not 0.0 < p < 100.0 for p in self.sweep) or not self.sweep:
             raise LayerwiseError(f"--sweep {list(self.sweep)}: give percentiles strictly between 0 and 100, e.g. 10,20,40")
         if self.division not in METHODS:
@@ -161,33 +169,89 @@ def _remaining(run_executed_per_inf: float, total_per_inf: float, other: int) ->
     return (run_executed_per_inf + other) / (total_per_inf + other)
 
 
+@dataclass
+class UnitSweep:
+    """One model's UnIT sweep: the calibrated model at the chosen percentile and its test run."""
+
+    model: nn.Module
+    curve: list[dict]               # per percentile: val and test accuracy, remaining MACs (test)
+    choice: PercentileChoice | None  # None: a fixed --percentile
+    percentile: float
+    run: CountedRun                 # test, at ``percentile``
+    runs: dict[float, CountedRun]   # test, at every swept percentile
+
+
 def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[float], other: int,
-                device: str) -> tuple[nn.Module, list[dict], CountedRun]:
-    """Convert a copy, sweep percentiles (val calibration, test scoring); the model stays
-    calibrated at ``cfg.percentile`` (the last one swept). Returns the model, the curve, and the
-    counted test run at ``cfg.percentile``."""
+                device: str, dense_val_accuracy: float) -> UnitSweep:
+    """Convert a copy and sweep the percentiles: calibrate on val, score on val AND test.
+
+    The percentile is ``cfg.percentile`` or, when that is ``None`` (auto), chosen by
+    :func:`choose_percentile` from the (percentile, VAL accuracy) pairs alone; the model is then
+    re-calibrated (on val) at the chosen percentile.
+    """
     model = convert(copy.deepcopy(plain), groups=cfg.groups).model
     set_division(model, cfg.division)
     val_loader = make_loader(data.val, batch_size=256)
     n_test = len(data.test)
-    ps = [p for p in percentiles if p != cfg.percentile] + [cfg.percentile]
-    points = sweep(model, val_loader, lambda m: evaluate(m, data.test, device=device).accuracy, ps,
-                   groups=cfg.groups)
-    curve = []
-    for pt in points:
-        curve.append({"percentile": pt.percentile, "accuracy": pt.accuracy,
+    val_acc: list[float] = []
+
+    def score(m):
+        # val first (recorded for the choice), then counters cleared so the point's counts are
+        # the TEST evaluation's only
+        val_acc.append(evaluate(m, data.val, device=device).accuracy)
+        reset_counts(m)
+        return evaluate(m, data.test, device=device).accuracy
+
+    points = sweep(model, val_loader, score, percentiles, groups=cfg.groups)
+    curve, runs = [], {}
+    for pt, va in zip(points, val_acc):
+        curve.append({"percentile": pt.percentile, "val_accuracy": va, "accuracy": pt.accuracy,
                       "remaining": _remaining(pt.macs_executed / n_test, pt.macs_total / n_test, other),
                       "thresholds": pt.thresholds})
-    last = points[-1]
-    per_layer = dict(last.per_layer)
-    run = CountedRun(accuracy=last.accuracy, n=n_test, counts=sum(per_layer.values(), MacCounts()),
-                     per_layer=per_layer)
+        per_layer = dict(pt.per_layer)
+        runs[pt.percentile] = CountedRun(accuracy=pt.accuracy, n=n_test,
+                                         counts=sum(per_layer.values(), MacCounts()), per_layer=per_layer)
+    choice = None
+    if cfg.percentile is None:
+        choice = choose_percentile([(c["percentile"], c["val_accuracy"]) for c in curve],
+                                   dense_val_accuracy, cfg.max_drop / 100.0)
+        chosen = choice.percentile
+    else:
+        chosen = cfg.percentile
+    calibrate(model, val_loader, percentile=chosen, groups=cfg.groups)
     # T = 0: UnIT's runtime still skips zero operands (the left end of its curve)
     zero, _ = _counted_plain(plain, data.test, device)
     c = zero.counts
     curve.append({"percentile": 0.0, "accuracy": zero.accuracy, "thresholds": {},
+                  "val_accuracy": evaluate(plain, data.val, device=device).accuracy,
                   "remaining": _remaining(c.executed / n_test, c.total / n_test, other)})
-    return model, sorted(curve, key=lambda c: c["percentile"]), run
+    return UnitSweep(model=model, curve=sorted(curve, key=lambda c: c["percentile"]), choice=choice,
+                     percentile=chosen, run=runs[chosen], runs=runs)
+
+
+def _division_costs(unit_model: nn.Module, data, x_val, other: int, device: str) -> dict:
+    """UnIT at its calibrated thresholds under every division method: test accuracy, counts,
+    MEASURED division loop steps (:func:`measure_steps`) and the MCU cycle model's cost.
+
+    binary_tree uses per-layer pivot trees calibrated on val control terms."""
+    out = {}
+    for method in METHODS:
+        m = copy.deepcopy(unit_model)
+        if method == "binary_tree":
+            calibrate_trees(m, x_val)
+        else:
+            set_division(m, method)
+        run = counted_evaluate(m, data.test, device=device)
+        steps = measure_steps(m, data.test, device=device)
+        if steps.divisions != run.counts.divisions:
+            raise LayerwiseError(f"internal: measured {steps.divisions} divisions, counters say "
+                                 f"{run.counts.divisions}")
+        vc = variant_cost("unit", m, run, other_macs=other, division=method,
+                          division_steps=steps.average)
+        out[method] = {"accuracy": run.accuracy, "macs_executed": vc.macs_executed,
+                       "skipped_fraction": vc.skipped_fraction, "steps": steps.to_json(),
+                       "mcu": {p: v.to_json() for p, v in vc.mcu.items()}, "cost": vc}
+    return out
 
 
 # ----------------------------------------------------------------------------- the run
@@ -216,6 +280,8 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
         x1 = torch.stack([data.test[0][0]]).to(device)
         model_macs = count_macs(base, x1).total
         val_dense = evaluate(base, data.val, device=device).accuracy
+        n_val = min(len(data.val), 16 if cfg.quick else 64)
+        x_val = torch.stack([data.val[i][0] for i in range(n_val)]).to(device)
 
         # dense --------------------------------------------------------------------------
         dense_run, dense_conv = _counted_plain(base, data.test, device)
@@ -225,39 +291,57 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
         stages("dense")
 
         def cost(name, model, run, division="exact"):
-            return variant_cost(name, model, run, other_macs=other, division=division)
+            steps = None
+            if name.startswith("unit") and division in ("bitshift", "binary_tree"):
+                steps = measure_steps(model, data.test, device=device).average   # measured, not assumed
+            return variant_cost(name, model, run, other_macs=other, division=division,
+                                division_steps=steps)
 
         ev: dict[str, Evaluated] = {}
         ev["dense"] = Evaluated("dense", base, dense_run, cost("dense", dense_conv, dense_run))
 
         # unit --------------------------------------------------------------------------
-        percentiles = sorted(set(cfg.sweep) | {cfg.percentile})
-        unit_model, unit_curve, unit_run = _unit_sweep(base, data, cfg, percentiles, other, device)
+        percentiles = sorted(set(cfg.sweep) | {FIXED_PERCENTILE}
+                             | ({cfg.percentile} if cfg.percentile is not None else set()))
+        us = _unit_sweep(base, data, cfg, percentiles, other, device, val_dense)
+        unit_model, unit_curve, unit_run = us.model, us.curve, us.run
         ev["unit"] = Evaluated("unit", unit_model, unit_run,
                                cost("unit", unit_model, unit_run, cfg.division),
-                               {"percentile": cfg.percentile})
+                               {"percentile": us.percentile,
+                                "percentile_rule": "auto (val)" if us.choice else "fixed (--percentile)",
+                                "percentile_choice": us.choice.to_json() if us.choice else None})
+        run20 = us.runs[FIXED_PERCENTILE]
+        p20_model = copy.deepcopy(unit_model)
+        calibrate(p20_model, make_loader(data.val, batch_size=256), percentile=FIXED_PERCENTILE,
+                  groups=cfg.groups)
+        ev["unit@p20"] = Evaluated("unit@p20", p20_model, run20,
+                                   cost("unit@p20", p20_model, run20, cfg.division),
+                                   {"percentile": FIXED_PERCENTILE, "percentile_rule": "fixed (paper)"})
         stages("unit")
 
         # magnitude ---------------------------------------------------------------------
         mag_cfg = MagnitudeConfig(max_drop=cfg.max_drop / 100.0, device=device, seed=spec.seed,
                                   batch_size=cfg.batch_size or (8 if data.kind == "series" else 32),
-                                  max_sparsity=0.2 if cfg.quick else 0.95)
+                                  max_sparsity=0.1 if cfg.quick else 0.9,
+                                  finetune_epochs=1 if cfg.quick else 2, finetune_lr=3e-4)
         mag = iterative_magnitude_prune(base, data, mag_cfg)
         mag_curve = [{"sparsity": 0.0, "val_accuracy": val_dense, "accuracy": dense_run.accuracy,
                       "remaining": 1.0}]
         probe = copy.deepcopy(base)
-        for step in mag.steps:
+        for i, step in enumerate(mag.steps):
             probe.load_state_dict(step.state_dict)
             r, _ = _counted_plain(probe, data.test, device)
             mag_curve.append({"sparsity": step.sparsity, "val_accuracy": step.val_accuracy,
                               "accuracy": r.accuracy, "within_bound": step.within_bound,
+                              "after_stop": step.after_stop, "chosen": i == mag.chosen,
+                              "macs_executed": (r.counts.total - r.counts.zero_weight) / r.n + other,
                               "remaining": _remaining((r.counts.total - r.counts.zero_weight) / r.n,
                                                       r.counts.total / r.n, other)})
         mag_model = mag.model.eval()
         mag_run, mag_conv = _counted_plain(mag_model, data.test, device)
         ev["magnitude"] = Evaluated("magnitude", mag_model, mag_run, cost("magnitude", mag_conv, mag_run),
                                     {"sparsity": sparsity_of(mag_model), "schedule": mag.to_json(),
-                                     "stopping_split": "val"})
+                                     "stopping_split": "val", "selection_rule": mag.rule})
         stages("magnitude")
 
         # fatrelu -----------------------------------------------------------------------
@@ -289,21 +373,25 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
         stages("fatrelu")
 
         # combos ------------------------------------------------------------------------
-        um_model, um_curve, um_run = _unit_sweep(mag_model, data, cfg, percentiles, other, device)
+        um = _unit_sweep(mag_model, data, cfg, percentiles, other, device, val_dense)
+        um_model, um_curve, um_run = um.model, um.curve, um.run
         ev["unit+magnitude"] = Evaluated("unit+magnitude", um_model, um_run,
                                          cost("unit+magnitude", um_model, um_run, cfg.division),
-                                         {"percentile": cfg.percentile, "sparsity": sparsity_of(mag_model)})
-        uf_model, uf_curve, uf_run = _unit_sweep(ev["fatrelu"].model, data, cfg, percentiles, other, device)
+                                         {"percentile": um.percentile, "sparsity": sparsity_of(mag_model),
+                                          "percentile_choice": um.choice.to_json() if um.choice else None,
+                                          "sweep": um_curve})
+        uf = _unit_sweep(ev["fatrelu"].model, data, cfg, percentiles, other, device, val_dense)
+        uf_model, uf_curve, uf_run = uf.model, uf.curve, uf.run
         ev["unit+fatrelu"] = Evaluated("unit+fatrelu", uf_model, uf_run,
                                        cost("unit+fatrelu", uf_model, uf_run, cfg.division),
-                                       {"percentile": cfg.percentile,
+                                       {"percentile": uf.percentile,
+                                        "percentile_choice": uf.choice.to_json() if uf.choice else None,
                                         "fatrelu_thresholds": cal.thresholds})
         stages("combos")
 
         # checks: divisions, executions, kernels ---------------------------------------
-        n_val = min(len(data.val), 16 if cfg.quick else 64)
-        x_val = torch.stack([data.val[i][0] for i in range(n_val)]).to(device)
         div_check = check_divisions(unit_model, x_val)
+        div_costs = _division_costs(unit_model, data, x_val, other, device)
         x_few = torch.stack([data.test[i][0] for i in range(min(len(data.test), 4))]).to(device)
         agreement = [a.to_json() for a in model_agreement(unit_model, x_few)]
         kernel = time_model_kernels(unit_model, x1, reps=20 if cfg.quick else 100)
@@ -398,6 +486,8 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
                                                 "unit+magnitude": um_curve, "unit+fatrelu": uf_curve},
                 "equal_mac_comparison": comparisons, "domain_shift": shift_rows,
                 "division_agreement": div_check.to_json(), "execution_agreement": agreement,
+                "mcu_by_division": {m: {k: v for k, v in d.items() if k != "cost"}
+                                    for m, d in div_costs.items()},
                 "kernel_timing": kernel.to_json(), "conversion": report_conv,
                 "base_model": base_info, "config": asdict(cfg)})
         variants.append(Variant(
@@ -412,7 +502,7 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
                       variants=variants, figures=[f.name for f in figs])
     path = write_results(directory, results)
     text = _report(spec, data, cfg, ev, dense_cycles, comparisons, shift_rows, div_check, agreement,
-                   kernel, lat, path, time.perf_counter() - t_start)
+                   kernel, lat, path, time.perf_counter() - t_start, us, div_costs, mag, mag_curve)
     return results, text, path
 
 
@@ -423,7 +513,7 @@ def _pct(x: float) -> str:
 
 
 def _report(spec, data, cfg, ev, dense_cycles, comparisons, shift_rows, div_check, agreement,
-            kernel, lat, path, elapsed) -> str:
+            kernel, lat, path, elapsed, us, div_costs, mag, mag_curve) -> str:
     prof = cfg.mcu_profile
     dense_acc = ev["dense"].run.accuracy
     rows = []
@@ -435,12 +525,33 @@ def _report(spec, data, cfg, ev, dense_cycles, comparisons, shift_rows, div_chec
                      f"{c.mcu[prof].seconds * 1e3:.1f}", f"{c.mcu[prof].cycles / dense_cycles:.2f}x",
                      f"{c.mcu['msp430-hwmul'].cycles / ev['dense'].cost.mcu['msp430-hwmul'].cycles:.2f}x",
                      f"{c.mcu[prof].energy_j * 1e6:.1f}"])
-    lines = [f"UnIT on {spec.model} / {data.label}: percentile {cfg.percentile:g}, groups {cfg.groups}, "
-             f"division {cfg.division}; calibrated on val ({len(data.val)}), scored on test ({len(data.test)})",
-             "",
+    rule = "auto (val)" if us.choice is not None else "fixed"
+    lines = [f"UnIT on {spec.model} / {data.label}: percentile {us.percentile:g} ({rule}), groups {cfg.groups}, "
+             f"division {cfg.division}; calibrated on val ({len(data.val)}), scored on test ({len(data.test)})"]
+    if us.choice is not None:
+        ch = us.choice
+        lines.append(f"percentile auto: largest sweep percentile with val acc >= dense val {ch.dense_val_accuracy:.4f} "
+                     f"- {100 * ch.max_drop:g} pt -> p{ch.percentile:g} (val {ch.val_accuracy:.4f}"
+                     f"{'' if ch.within_bound else '; NONE within the bound, smallest taken'}); val curve: "
+                     + ", ".join(f"p{p:g} {a:.4f}" for p, a in ch.val_curve))
+    lines += ["",
              text_table(rows, ["variant", "runtime", "acc", "drop pt", "MACs exec", "skipped",
                                f"MCU ms ({prof})", "cycles/dense", "hwmul cyc/dense", "MCU uJ"]),
              "(MCU figures are ESTIMATES from the cycle model; MACs per inference, averaged over test)"]
+    steps_avg = {m: d["steps"]["average_steps"] for m, d in div_costs.items()}
+    lines.append(f"unit @ p{us.percentile:g} by division (test acc / skipped / {prof} cycles/dense, "
+                 "measured loop steps per division): " + "; ".join(
+                     f"{m} {d['accuracy']:.4f} / {_pct(d['skipped_fraction'])} / "
+                     f"{d['cost'].mcu[prof].cycles / dense_cycles:.2f}x"
+                     + (f" ({steps_avg[m]:.2f} steps)" if m in ("bitshift", "binary_tree") else "")
+                     for m, d in div_costs.items()))
+    ff = mag.chosen_first_failure
+    lines.append(f"magnitude schedule (sparsity: val / test acc / MACs left; chosen on val, largest step "
+                 f"within the bound: {'none (dense)' if mag.chosen < 0 else f'{100 * mag.sparsity:.0f}%'}; "
+                 f"stop-at-first-failure would give "
+                 f"{'none (dense)' if ff < 0 else f'{100 * mag.steps[ff].sparsity:.0f}%'}): " + ", ".join(
+                     f"{100 * st['sparsity']:.0f}%: {st['val_accuracy']:.3f}/{st['accuracy']:.3f}/"
+                     f"{_pct(st['remaining'])}" for st in mag_curve[1:]))
     c = ev["unit"].run.counts
     lines += ["", f"UnIT skips by cause (of all MACs): zero weight {_pct(c.zero_weight / c.total)}, "
                   f"zero input {_pct(c.zero_input / c.total)} (ReLU / padding zeros any zero-skipping "
@@ -473,13 +584,16 @@ def _report(spec, data, cfg, ev, dense_cycles, comparisons, shift_rows, div_chec
     lines.append("torch batch-1 latency (interleaved): " + ", ".join(
         f"{k} {v.median_ms:.3f} ms (IQR {v.iqr_ms:.3f})" for k, v in lat.items())
         + "; UnIT's torch path is a simulation and is not timed")
-    u = ev["unit"]
-    lines += ["", "done-when checks:",
-              f"  unit skips >= 50% with <= 1.0 pt drop: skipped {_pct(u.cost.skipped_fraction)}, "
-              f"drop {100 * (dense_acc - u.run.accuracy):+.2f} pt -> "
-              f"{'MET' if u.cost.skipped_fraction >= 0.5 and dense_acc - u.run.accuracy <= 0.01 + 1e-9 else 'NOT MET'}",
-              f"  {prof} unit cycles <= 0.6x dense: {u.cost.mcu[prof].cycles / dense_cycles:.2f}x -> "
-              f"{'MET' if u.cost.mcu[prof].cycles <= 0.6 * dense_cycles else 'NOT MET'}",
+    lines += ["", "done-when checks:"]
+    for k in ("unit", "unit@p20"):
+        u = ev[k]
+        tag = f"{k} (p{u.extra['percentile']:g})"
+        lines += [f"  {tag} skips >= 50% with <= 1.0 pt drop: skipped {_pct(u.cost.skipped_fraction)}, "
+                  f"drop {100 * (dense_acc - u.run.accuracy):+.2f} pt -> "
+                  f"{'MET' if u.cost.skipped_fraction >= 0.5 and dense_acc - u.run.accuracy <= 0.01 + 1e-9 else 'NOT MET'}",
+                  f"  {tag} {prof} cycles <= 0.6x dense: {u.cost.mcu[prof].cycles / dense_cycles:.2f}x -> "
+                  f"{'MET' if u.cost.mcu[prof].cycles <= 0.6 * dense_cycles else 'NOT MET'}"]
+    lines += [
               f"wrote {path} and {', '.join(['accuracy_vs_macs.png', 'mcu_time.png', 'mcu_energy.png'])} "
               f"({elapsed:.0f} s)"]
     return "\n".join(lines)
@@ -496,8 +610,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_arguments(p) -> None:
     add_common_arguments(p)
-    p.add_argument("--percentile", type=float, default=20.0,
-                   help="percentile of |x*w| (nonzero pairs, val split) for each layer's threshold (paper: 20)")
+    p.add_argument("--percentile", type=str, default="auto",
+                   help="percentile of |x*w| (nonzero pairs, val split) for each layer's threshold, or "
+                        "'auto' (default): the largest sweep percentile whose VAL accuracy is within "
+                        "--max-drop of dense (the paper used 20; unit@p20 is always reported)")
     p.add_argument("--groups", type=int, default=1, help="threshold groups of output units per layer")
     p.add_argument("--division", choices=METHODS, default="exact", help="threshold division (paper section 2.2)")
     p.add_argument("--sweep", type=str, default=None,
@@ -506,7 +622,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="base model batch (default 32 images, 8 series)")
     p.add_argument("--mcu-profile", choices=tuple(PROFILES), default="msp430-swmul")
     p.add_argument("--max-drop", type=float, default=0.5,
-                   help="validation accuracy drop in points allowed to magnitude pruning and FATReLU")
+                   help="validation accuracy drop in points allowed to magnitude pruning, FATReLU "
+                        "and the auto percentile")
     p.add_argument("--no-shift", action="store_true", help="skip the domain-shift table")
     p.add_argument("--limit", type=int, default=None, help="use only the first N val and test samples (smoke runs)")
     p.add_argument("--quick", action="store_true", help="small sweep, few prune steps, 2 epochs: a smoke run")
@@ -514,7 +631,7 @@ def add_arguments(p) -> None:
 
 def run_command(args, progress=None) -> CommandReport:
     sweep_ = _floats(args.sweep) if args.sweep else (QUICK_SWEEP if args.quick else DEFAULT_SWEEP)
-    cfg = UnitRunConfig(percentile=args.percentile, groups=args.groups, division=args.division,
+    cfg = UnitRunConfig(percentile=parse_percentile(args.percentile), groups=args.groups, division=args.division,
                         sweep=sweep_, epochs=args.epochs if args.epochs is not None else (2 if args.quick else None),
                         batch_size=args.batch_size, mcu_profile=args.mcu_profile, max_drop=args.max_drop,
                         quick=args.quick, shift=not args.no_shift, limit=args.limit)

@@ -3,6 +3,8 @@
 ``convert(model)`` swaps Linear / Conv1d / Conv2d layers for UnIT layers, ``calibrate(model,
 loader)`` sets per-layer thresholds from a percentile of activation-weight products, and the
 layers' counters say how many MACs ran. Semantics: :mod:`layerwise.unit.reference`.
+``choose_percentile`` picks the percentile from a VALIDATION curve (``layerwise unit
+--percentile auto``); ``measure_steps`` counts the division loop steps the cost model charges.
 """
 
 from .calibrate import SweepPoint, calibrate, collect_products, sweep
@@ -41,6 +43,8 @@ from .mcu import (
     work_for,
 )
 from .reference import threshold_per_output, unit_conv, unit_linear
+from .select import PercentileChoice, choose_percentile
+from .steps import StepCount, calibrate_trees, measure_steps
 
 __all__ = [
     # core: semantics, layers, conversion, calibration, counters
@@ -59,6 +63,8 @@ __all__ = [
     "set_division",
     "set_enabled",
     "sweep",
+    "PercentileChoice",
+    "choose_percentile",
     "threshold_per_output",
     "total_counts",
     "unit_conv",
@@ -91,4 +97,8 @@ __all__ = [
     "estimate",
     "get_profile",
     "work_for",
+    # measured division loop steps (for the cost model) and per-layer calibrated pivot trees
+    "StepCount",
+    "calibrate_trees",
+    "measure_steps",
 ]

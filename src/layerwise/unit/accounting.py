@@ -35,7 +35,7 @@ from .layers import UnITLinear
 from .mcu import McuEstimate, McuWork, estimate, get_profile, work_for
 
 RUNTIME_OF = {"dense": "dense", "magnitude": "sparse_weights", "fatrelu": "zero_skip",
-              "unit": "unit", "unit+magnitude": "unit", "unit+fatrelu": "unit"}
+              "unit": "unit", "unit@p20": "unit", "unit+magnitude": "unit", "unit+fatrelu": "unit"}
 
 
 def executed_macs(counts: MacCounts, runtime: str) -> int:
@@ -119,7 +119,7 @@ def variant_cost(name: str, model: nn.Module, run: CountedRun, *, runtime: str |
     ``division_steps``: average shift-loop / tree steps per division (``None``: the profile's
     default, an assumption recorded in the estimate's source).
     """
-    runtime = runtime or RUNTIME_OF.get(name)
+    runtime = runtime or RUNTIME_OF.get(name) or ("unit" if name.startswith("unit") else None)
     if runtime is None:
         raise LayerwiseError(f"no runtime known for variant {name!r}; pass runtime=")
     c = run.counts

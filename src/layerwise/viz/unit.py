@@ -9,7 +9,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-_STYLE = {"unit": ("C0", "o"), "magnitude": ("C1", "s"), "fatrelu": ("C2", "^"),
+_STYLE = {"unit": ("C0", "o"), "unit@p20": ("C9", "P"), "magnitude": ("C1", "s"), "fatrelu": ("C2", "^"),
           "unit+magnitude": ("C3", "D"), "unit+fatrelu": ("C4", "v"), "dense": ("k", "*")}
 
 
