@@ -37,3 +37,13 @@ def test_report_on_a_folder_without_results_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
     assert "no results file" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_demo_runs_its_steps_through_the_cli_and_builds_one_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--only", "profile", "--out", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "== profile: layerwise profile --model resnet20" in text
+    assert (out / "profile" / "results.json").is_file()
+    page = (out / "report.html").read_text()
+    assert "profile: resnet20 on digits[3x32x32]" in page
