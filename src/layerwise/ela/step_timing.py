@@ -1,0 +1,76 @@
+"""Training-step time of several models, measured side by side (interleaved round-robin).
+
+Epoch times of models trained one after another see different machine load; this measures one
+optimizer step (forward, backward, SGD update) of every model on the same batch, rotating the
+order every round, so load drift falls on all models alike and their ratio is fair.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import LayerwiseError
+
+
+@dataclass
+class StepTime:
+    median_ms: float
+    iqr_ms: float
+    n: int
+    batch: int
+    threads: int
+    warmup: int
+    source: str = "time.perf_counter per SGD step (forward + backward + update), interleaved round-robin"
+
+    def to_json(self) -> dict:
+        return {"median": self.median_ms, "iqr": self.iqr_ms, "n": self.n, "batch": self.batch,
+                "threads": self.threads, "warmup": self.warmup, "source": self.source}
+
+
+def compare_train_steps(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *, rounds: int = 10,
+                        warmup: int = 2, threads: int | None = None) -> dict[str, StepTime]:
+    """Median and IQR of one training step per model; the models are copied (their weights stay as they are)."""
+    if rounds < 1 or warmup < 0:
+        raise LayerwiseError(f"rounds must be >= 1 and warmup >= 0, not {rounds} and {warmup}")
+    if not models:
+        raise LayerwiseError("compare_train_steps needs at least one model")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    used = torch.get_num_threads()
+    try:
+        copies = {k: copy.deepcopy(m).train() for k, m in models.items()}
+        optims = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in copies.items()}
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step(k: str) -> float:
+            t0 = time.perf_counter()
+            optims[k].zero_grad(set_to_none=True)
+            loss_fn(copies[k](x), y).backward()
+            optims[k].step()
+            return time.perf_counter() - t0
+
+        names = list(copies)
+        for _ in range(warmup):
+            for k in names:
+                step(k)
+        samples: dict[str, list[float]] = {k: [] for k in names}
+        for r in range(rounds):
+            s = r % len(names)
+            for k in names[s:] + names[:s]:
+                samples[k].append(step(k))
+    finally:
+        torch.set_num_threads(previous)
+    out = {}
+    for k, v in samples.items():
+        ms = np.asarray(v) * 1e3
+        q25, q50, q75 = np.percentile(ms, [25, 50, 75])
+        out[k] = StepTime(float(q50), float(q75 - q25), len(v), int(x.shape[0]), used, warmup)
+    return out

@@ -1,0 +1,387 @@
+"""``layerwise ela``: ResNet vs MRLA-B vs MRLA-L vs ELA, trained with the same seed and recipe.
+
+Every variant is trained with ``layerwise.train.train`` (ELA through ``layerwise.ela.train_ela``)
+one after another, the order rotated with the seed; per-epoch wall time is the loop's own
+training time (validation excluded). Because the machine may be shared, the training-step time of
+the four trained models is also measured side by side (interleaved round-robin), and that ratio is
+the fair one. ``--ablation`` adds the EBQM ablations (Tables 4, 6, 7) as further ELA variants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from ..data import DatasetSplits, make_loader
+from ..ela import ElaConfig, capture_distributions, find_attention_layers, train_ela
+from ..ela.step_timing import compare_train_steps
+from ..errors import LayerwiseError
+from ..measure import artifact_size, compare_latency, count_macs, count_params
+from ..models import build_model
+from ..models.mrla import MRLABase, mrla_blocks
+from ..results import Results, Variant, env_info, write_results
+from ..train import TrainConfig, evaluate, train
+from .common import (CommandReport, RunSpec, add_common_arguments, check_device, example_input, fmt_count,
+                     load_data_for_model, out_dir, seed_everything, set_threads, spec_from_args, text_table)
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("resnet", "mrla-b", "mrla-l", "ela")
+ABLATIONS: dict[str, dict] = {  # Table 4 (strategies), Table 6 (distributions), Table 7 (quantile mapping)
+    "ela-threshold": {"strategy": "threshold"},
+    "ela-fixed": {"strategy": "fixed"},
+    "ela-normal": {"mapping": "normal"},
+    "ela-gamma": {"mapping": "gamma"},
+    "ela-gqm": {"mapping": "gqm"},
+    "ela-eqm": {"mapping": "eqm"},
+}
+BASES = ("resnet20", "resnet56", "resnet110")
+
+
+@dataclass
+class ElaOptions:
+    epochs: int = 6
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    seeds: tuple[int, ...] = (0,)
+    values: str = "stack"
+    ela: ElaConfig = field(default_factory=ElaConfig)
+    ablation: bool = False
+    quick: bool = False
+    step_rounds: int = 8
+    latency_n: int = 30
+    train_limit: int | None = None  # use only the first N training samples (a shorter run)
+
+
+@dataclass
+class VariantRun:
+    """One variant trained with one seed."""
+
+    name: str
+    model_name: str
+    seed: int
+    test_accuracy: float
+    val_accuracy: float
+    epoch_times: list[float]
+    history: list[dict]
+    skipped: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    kl_history: list[dict] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+@dataclass
+class ElaOutput:
+    results_path: Path
+    results: Results
+    runs: list[VariantRun]
+    figures: list[Path]
+
+
+def base_model(name: str) -> str:
+    for suffix in ("-mrla-b", "-mrla-l", "-ela"):
+        name = name.removesuffix(suffix)
+    if name not in BASES:
+        raise LayerwiseError(f"ela compares ResNet, MRLA-B, MRLA-L and ELA on the CIFAR bottleneck ResNets, not "
+                             f"{name!r}: use --model resnet20, resnet56 or resnet110")
+    return name
+
+
+def model_name(base: str, variant: str) -> str:
+    return base if variant == "resnet" else f"{base}-{'ela' if variant.startswith('ela') else variant}"
+
+
+def _quick_data(data: DatasetSplits) -> DatasetSplits:
+    return dataclasses.replace(data, train=Subset(data.train, range(min(64, len(data.train)))),
+                               val=Subset(data.val, range(min(32, len(data.val)))),
+                               test=Subset(data.test, range(min(64, len(data.test)))))
+
+
+def _ela_config(opts: ElaOptions, variant: str, ebqm_counts: list[int] | None) -> ElaConfig:
+    changes = dict(ABLATIONS.get(variant, {}))
+    if changes.get("strategy") == "fixed":  # Table 4: as many as EBQM removed, window by window
+        changes["fixed_counts"] = tuple(ebqm_counts) if ebqm_counts else (1,)
+    return dataclasses.replace(opts.ela, **changes)
+
+
+def _train_variant(spec: RunSpec, data: DatasetSplits, opts: ElaOptions, variant: str, seed: int, base: str,
+                   directory: Path, progress, ebqm_counts: list[int] | None) -> VariantRun:
+    name = model_name(base, variant)
+    seed_everything(seed)
+    kwargs = {} if variant == "resnet" or variant == "mrla-l" else {"values": opts.values}
+    model = build_model(name, data.input_shape, data.num_classes, **kwargs).to(spec.device)
+    config = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
+                         weight_decay=opts.weight_decay, schedule="cosine", seed=seed, device=spec.device)
+    where = directory / f"seed{seed}" / variant
+    log.info("training %s (%s), seed %d", variant, name, seed)
+    run = VariantRun(variant, name, seed, 0.0, 0.0, [], [])
+    if variant.startswith("ela"):
+        res = train_ela(model, data, config, _ela_config(opts, variant, ebqm_counts), out_dir=where,
+                        progress=progress)
+        tr = res.train
+        run.skipped = res.skipped
+        run.events = [e.to_json() for e in res.schedule.events]
+        run.kl_history = res.schedule.kl_history
+    else:
+        tr = train(model, data, config, out_dir=where, progress=progress)
+    if tr.interrupted:
+        raise KeyboardInterrupt
+    run.test_accuracy = evaluate(model, data.test, device=spec.device).accuracy
+    run.val_accuracy = tr.final_val_acc
+    run.epoch_times = [h.time_s for h in tr.history]
+    run.history = [asdict(h) for h in tr.history]
+    run.model = model
+    return run
+
+
+@contextlib.contextmanager
+def _counting(model: nn.Module, all_layers: bool):
+    """MACs as counted: MRLA-B's weighted sum as one einsum (the "sum" loop is elementwise and
+    invisible to FlopCounterMode); ``all_layers`` counts every attention layer as if none were skipped."""
+    blocks = [b for _, b in mrla_blocks(model)]
+    saved = [(b.skip_attention, getattr(b.attention, "values_mode", None)) for b in blocks]
+    for b in blocks:
+        if isinstance(b.attention, MRLABase):
+            b.attention.values_mode = "stack"
+        if all_layers:
+            b.skip_attention = False
+    try:
+        yield model
+    finally:
+        for b, (skip, mode) in zip(blocks, saved):
+            b.skip_attention = skip
+            if mode is not None:
+                b.attention.values_mode = mode
+
+
+def _median_iqr(xs: list[float]) -> tuple[float, float]:
+    q25, q50, q75 = np.percentile(xs, [25, 50, 75])
+    return float(q50), float(q75 - q25)
+
+
+def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
+    check_device(spec.device)
+    if spec.checkpoint is not None:
+        raise LayerwiseError("ela trains every variant from scratch (skipping happens during training): "
+                             "drop --checkpoint")
+    threads = set_threads(spec.threads)
+    base = base_model(spec.model)
+    spec = dataclasses.replace(spec, model=base)
+    data = load_data_for_model(spec)
+    if opts.quick:
+        data = _quick_data(data)
+    if opts.train_limit is not None:
+        if opts.train_limit < opts.batch_size:
+            raise LayerwiseError(f"--train-limit {opts.train_limit} is below one batch ({opts.batch_size}): "
+                                 "use at least --batch-size samples")
+        data = dataclasses.replace(data, train=Subset(data.train, range(min(opts.train_limit, len(data.train)))))
+    opts.ela.validate(opts.epochs)
+    directory = out_dir(spec, "ela")
+    names = list(VARIANTS) + (list(ABLATIONS) if opts.ablation else [])
+
+    runs: list[VariantRun] = []
+    for i, seed in enumerate(opts.seeds):
+        order = names[i % len(names):] + names[:i % len(names)]  # rotate: no variant always trains first
+        order = [n for n in order if n != "ela-fixed"] + (["ela-fixed"] if "ela-fixed" in order else [])
+        seed_runs: dict[str, VariantRun] = {}
+        for variant in order:
+            counts = [len(e["skipped"]) for e in seed_runs["ela"].events] if "ela" in seed_runs else None
+            seed_runs[variant] = _train_variant(spec, data, opts, variant, seed, base, directory, progress, counts)
+        runs += [seed_runs[n] for n in names]
+        if i > 0:
+            for r in runs[-len(names):]:
+                r.model = None  # keep only the first seed's models for the measurements below
+
+    first = {r.name: r for r in runs if r.seed == opts.seeds[0]}
+    models = {n: first[n].model for n in names}
+    x1 = example_input(data, 1, spec.device)
+    batch = next(iter(make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seeds[0])))
+    log.info("timing training steps side by side (%d rounds)", opts.step_rounds)
+    steps = compare_train_steps({n: models[n] for n in VARIANTS}, batch[0].to(spec.device),
+                                batch[1].to(spec.device), rounds=opts.step_rounds, warmup=2, threads=threads)
+    lat = compare_latency({n: (models[n], x1) for n in VARIANTS}, n=opts.latency_n, warmup=3, threads=threads)
+
+    val_loader = make_loader(data.val, 64)
+    maps = {n: capture_distributions(models[n], val_loader, spec.device) for n in ("mrla-b", "mrla-l", "ela")}
+    layer_order = [layer.name for layer in find_attention_layers(models["mrla-b"])]
+
+    variants = []
+    for n in names:
+        seeds_runs = [r for r in runs if r.name == n]
+        accs = [r.test_accuracy for r in seeds_runs]
+        all_times = [t for r in seeds_runs for t in r.epoch_times]
+        med, iqr = _median_iqr(all_times)
+        model = models[n]
+        with _counting(model, all_layers=True):
+            macs = count_macs(model, x1).total
+        with _counting(model, all_layers=False):
+            executed = count_macs(model, x1).total
+        extra = {
+            "model": first[n].model_name,
+            "accuracy_split": "test",
+            "accuracy_per_seed": accs,
+            "accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            "val_accuracy_per_seed": [r.val_accuracy for r in seeds_runs],
+            "seeds": list(opts.seeds),
+            "epoch_time_s": med,
+            "epoch_time_iqr_s": iqr,
+            "epoch_time_source": "median over all epochs of all seeds of the training loop's own time "
+                                 "(validation excluded); variants trained one after another",
+            "epoch_times_s_per_seed": [r.epoch_times for r in seeds_runs],
+            "latency_ms": "not measured for ablation variants (see ela)" if n not in lat else None,
+            "peak_mem_bytes": "not measured: ELA is a training-time method; see step_time_ms",
+            "energy_j": "not measured: no energy counter is used for training runs here",
+            "recipe": {"epochs": opts.epochs, "batch_size": opts.batch_size, "optimizer": opts.optimizer,
+                       "lr": opts.lr, "weight_decay": opts.weight_decay, "schedule": "cosine",
+                       "quick": opts.quick, "train_samples": len(data.train), "val_samples": len(data.val),
+                       "test_samples": len(data.test)},
+            "history_first_seed": first[n].history,
+        }
+        if n in steps:
+            extra["step_time_ms"] = steps[n].to_json()
+            extra["step_time_ratio_vs_mrla_b"] = steps[n].median_ms / steps["mrla-b"].median_ms
+        extra["epoch_time_ratio_vs_mrla_b"] = med / _median_iqr(
+            [t for r in runs if r.name == "mrla-b" for t in r.epoch_times])[0]
+        if n != "resnet":
+            extra["attention_layers"] = len(mrla_blocks(model))
+        if n.startswith("ela"):
+            extra["ela_config"] = asdict(_ela_config(opts, n, None))
+            extra["windows"] = [list(w) for w in opts.ela.resolved_windows(opts.epochs)]
+            extra["skipped_per_seed"] = [r.skipped for r in seeds_runs]
+            extra["skip_events_per_seed"] = [r.events for r in seeds_runs]
+            extra["kl_history_first_seed"] = first[n].kl_history
+        variants.append(Variant(
+            name=n, accuracy=float(np.mean(accs)), macs=int(macs), macs_executed=int(executed),
+            params=count_params(model), size_bytes=artifact_size(model).bytes,
+            latency_ms=lat[n].to_json() if n in lat else None, peak_mem_bytes=None, energy_j=None,
+            extra={k: v for k, v in extra.items() if not (k == "latency_ms" and v is None)}))
+
+    figs = _figures(directory, base, data.label, maps, layer_order, first["ela"].events,
+                    {n: first[n].epoch_times for n in VARIANTS})
+    results = Results(method="ela", model=base, dataset=data.label, env=env_info(spec.device, threads, spec.seed),
+                      variants=variants, figures=[p.name for p in figs])
+    path = write_results(directory, results)
+    for r in runs:
+        r.model = None
+    return ElaOutput(path, results, runs, figs)
+
+
+def _figures(directory: Path, base: str, label: str, maps, layer_order, events, times) -> list[Path]:
+    from ..viz import ela as viz
+
+    return [
+        viz.attention_maps(maps, layer_order, directory / "attention_maps.png",
+                           f"{base} on {label}: mean attention over the stage's layers (val)"),
+        viz.kl_per_layer(events, layer_order, directory / "kl_per_layer.png",
+                         f"{base}-ela on {label}: window-mean KL per layer, skipped marked"),
+        viz.epoch_times(times, directory / "epoch_time.png", f"{base} on {label}: training time per epoch"),
+    ]
+
+
+NAME = "ela"
+HELP = "ELA: train ResNet, MRLA-B, MRLA-L and ELA (skipping redundant attention) side by side"
+
+
+def _windows(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        out = []
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out.append((int(a), int(b or a)))
+        return tuple(out)
+    except ValueError:
+        raise LayerwiseError(f"--windows {text!r}: give 1-based epoch ranges such as 1-1,3-3,5-5") from None
+
+
+def add_arguments(p) -> None:
+    add_common_arguments(p)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--lr", type=float, default=None, help="default 3e-3 for adam, 0.1 for sgd")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seeds", type=int, nargs="+", help="train every variant with each seed (default: --seed)")
+    p.add_argument("--values", choices=("stack", "sum"), default="stack",
+                   help="MRLA-B value aggregation: stack + einsum (reference-like) or an accumulated sum")
+    p.add_argument("--windows", help="KL windows as epoch ranges, e.g. 1-1,3-3 (default: the paper's, scaled)")
+    p.add_argument("--gamma", type=float, default=0.5, help="EBQM quantile (the paper gives none)")
+    p.add_argument("--alpha", type=float, default=5.0, help="Beta alpha (paper, CIFAR: 5)")
+    p.add_argument("--beta", type=float, default=1.0, help="Beta beta (paper, CIFAR: 1)")
+    p.add_argument("--mu", type=float, default=0.3, help="EBQM threshold (paper, CIFAR: 0.3)")
+    p.add_argument("--kl-threshold", type=float, default=0.05, help="raw KL threshold of the threshold ablation")
+    p.add_argument("--ablation", action="store_true", help="also train the Table 4/6/7 ablations")
+    p.add_argument("--quick", action="store_true", help="a few samples and 2 epochs: a smoke test")
+    p.add_argument("--step-rounds", type=int, default=8, help="interleaved training steps per variant")
+    p.add_argument("--train-limit", type=int, help="train on the first N training samples only (shorter runs)")
+
+
+def options_from_args(args) -> ElaOptions:
+    epochs = 2 if args.quick else args.epochs
+    windows = _windows(args.windows) if args.windows else (((1, 1),) if args.quick else None)
+    ela = ElaConfig(windows=windows, gamma=args.gamma, alpha=args.alpha, beta=args.beta, mu=args.mu,
+                    kl_threshold=args.kl_threshold)
+    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 3e-3)
+    return ElaOptions(epochs=epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
+                      weight_decay=args.weight_decay, seeds=tuple(args.seeds or [args.seed]), values=args.values,
+                      ela=ela, ablation=args.ablation, quick=args.quick,
+                      step_rounds=1 if args.quick else args.step_rounds, latency_n=2 if args.quick else 30,
+                      train_limit=args.train_limit)
+
+
+def report_text(out: ElaOutput) -> str:
+    res = out.results
+    v = {x.name: x for x in res.variants}
+    rows = []
+    for x in res.variants:
+        e = x.extra
+        acc = f"{100 * x.accuracy:.2f}" + (f" ± {100 * e['accuracy_std']:.2f}" if len(e["seeds"]) > 1 else "")
+        step = e.get("step_time_ms")
+        skipped = e.get("skipped_per_seed")
+        rows.append([
+            x.name, e["model"], acc, fmt_count(x.params), fmt_count(x.macs_executed),
+            f"{e['epoch_time_s']:.1f} ({e['epoch_time_iqr_s']:.1f})", f"{e['epoch_time_ratio_vs_mrla_b']:.2f}",
+            f"{step['median']:.0f} ({step['iqr']:.0f})" if step else "-",
+            f"{e['step_time_ratio_vs_mrla_b']:.2f}" if step else "-",
+            "/".join(str(len(s)) for s in skipped) + f" of {e['attention_layers']}" if skipped else "-",
+        ])
+    seeds = v["ela"].extra["seeds"]
+    rec = v["ela"].extra["recipe"]
+    lines = [
+        f"{res.model} on {res.dataset}, seeds {seeds}, {res.env['threads']} threads; {rec['epochs']} epochs, "
+        f"{rec['optimizer']} lr {rec['lr']:g}, batch {rec['batch_size']}, {rec['train_samples']} train / "
+        f"{rec['test_samples']} test samples",
+        text_table(rows, ["variant", "model", "test acc %", "params", "MACs exec", "epoch s (IQR)", "vs B",
+                          "step ms (IQR)", "vs B", "skipped"]),
+        "",
+        "epoch s: median over epochs (and seeds) of the training loop's time, variants trained one after another;",
+        "step ms: one SGD step on the same batch, the four variants interleaved round-robin "
+        f"(n={v['ela'].extra['step_time_ms']['n']} each, batch {v['ela'].extra['step_time_ms']['batch']}).",
+    ]
+    for ev in v["ela"].extra["skip_events_per_seed"][0]:
+        lines.append(f"ELA seed {seeds[0]}: end of epochs {ev['window'][0]}-{ev['window'][1]}: skipped "
+                     f"{', '.join(ev['skipped']) or 'none'} ({ev['skipped_total']} in total)")
+    ela, mb, ml = v["ela"], v["mrla-b"], v["mrla-l"]
+    lines += [
+        f"ELA / MRLA-B epoch time: {ela.extra['epoch_time_ratio_vs_mrla_b']:.2f}  "
+        f"(step time, interleaved: {ela.extra['step_time_ratio_vs_mrla_b']:.2f})",
+        f"ELA - MRLA-L test accuracy: {100 * (ela.accuracy - ml.accuracy):+.2f} points; "
+        f"ELA - MRLA-B: {100 * (ela.accuracy - mb.accuracy):+.2f} points",
+        "figures: " + ", ".join(str(p) for p in out.figures),
+        f"wrote {out.results_path}",
+    ]
+    return "\n".join(lines)
+
+
+def run_command(args, progress=None) -> CommandReport:
+    out = run_ela(spec_from_args(args), options_from_args(args), progress=progress)
+    return CommandReport(report_text(out))

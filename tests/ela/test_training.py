@@ -1,0 +1,70 @@
+"""train_ela on a tiny run, and the ``layerwise ela`` command end to end (--quick)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from layerwise.cli import main
+from layerwise.data import load_dataset
+from layerwise.ela import ElaConfig, train_ela
+from layerwise.errors import LayerwiseError
+from layerwise.models import build_model
+from layerwise.models.mrla import mrla_blocks
+from layerwise.results import read_results
+from layerwise.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_digits():
+    d = load_dataset("digits", size=8, channels=3)
+    return dataclasses.replace(d, train=Subset(d.train, range(32)), val=Subset(d.val, range(16)))
+
+
+def test_train_ela_skips_at_the_window_end_and_records_it(tiny_digits):
+    torch.manual_seed(0)
+    model = build_model("resnet20-ela", tiny_digits.input_shape, tiny_digits.num_classes)
+    res = train_ela(model, tiny_digits, TrainConfig(epochs=2, batch_size=16), ElaConfig(windows=((1, 1),)))
+    assert res.train.epochs_completed == 2
+    assert len(res.schedule.events) == 1 and res.schedule.events[0].epoch == 1
+    assert res.skipped == res.schedule.events[0].skipped and len(res.skipped) >= 1
+    assert [n for n, b in mrla_blocks(model) if b.skip_attention] == res.skipped
+    assert set(res.schedule.kl_history[0]["kl"]) == {"layer1.1", "layer2.1", "layer3.1"}
+    assert all(not h._forward_hooks for _, b in mrla_blocks(model) for h in (b.attention.softmax,))
+
+
+def test_train_ela_rejects_bad_input(tiny_digits):
+    plain = build_model("resnet20", tiny_digits.input_shape, tiny_digits.num_classes)
+    with pytest.raises(LayerwiseError, match="no MRLA attention layers"):
+        train_ela(plain, tiny_digits, TrainConfig(epochs=1))
+    model = build_model("resnet20-ela", tiny_digits.input_shape, tiny_digits.num_classes)
+    with pytest.raises(LayerwiseError, match="beyond the 2 training epochs"):
+        train_ela(model, tiny_digits, TrainConfig(epochs=2), ElaConfig(windows=((3, 3),)))
+
+
+def test_command_quick_writes_results_with_the_four_variants(tmp_path, capsys):
+    code = main(["ela", "--model", "resnet20", "--dataset", "digits", "--size", "8", "--channels", "3",
+                 "--quick", "--threads", "2", "--out", str(tmp_path)])
+    assert code == 0
+    doc = read_results(tmp_path)
+    assert [v["name"] for v in doc["variants"]] == ["resnet", "mrla-b", "mrla-l", "ela"]
+    by = {v["name"]: v for v in doc["variants"]}
+    assert by["resnet"]["params"] == 220_378 and by["mrla-b"]["params"] == by["ela"]["params"] == 230_286
+    assert by["ela"]["macs_executed"] < by["ela"]["macs"] == by["mrla-b"]["macs"]
+    for v in doc["variants"]:
+        assert v["extra"]["epoch_time_s"] > 0 and len(v["extra"]["epoch_times_s_per_seed"][0]) == 2
+    assert len(by["ela"]["extra"]["skipped_per_seed"][0]) >= 1
+    assert sorted(doc["figures"]) == ["attention_maps.png", "epoch_time.png", "kl_per_layer.png"]
+    assert all((tmp_path / f).stat().st_size > 1000 for f in doc["figures"])
+    out = capsys.readouterr().out
+    assert "ELA / MRLA-B epoch time" in out and "mrla-l" in out
+    json.loads((tmp_path / "results.json").read_text())
+
+
+def test_command_rejects_a_model_without_a_bottleneck_cifar_base(capsys):
+    assert main(["ela", "--model", "tiny-cnn", "--dataset", "digits", "--quick"]) == 2
+    assert "use --model resnet20, resnet56 or resnet110" in capsys.readouterr().err
