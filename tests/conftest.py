@@ -1,4 +1,4 @@
-"""One torch thread for the UnIT tests: on a shared 2-core machine two intra-op threads spin-wait
+"""One torch thread for the tests: on a shared 2-core machine two intra-op threads spin-wait
 on each other and make the tiny convolutions of these tests ~100x slower (measured: a seeded
 calibration on 40 8x8 samples took 5.9 s with 2 threads, 0.06 s with 1)."""
 
