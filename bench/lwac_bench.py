@@ -1,0 +1,44 @@
+"""LWAC done-when benchmark: dense vs LWAC side by side, interleaved, in one run per model.
+
+    python bench/lwac_bench.py [--threads 1] [--n 400] [--out runs/bench-lwac]
+
+Runs ``layerwise lwac`` for resnet20 on digits (32x32, 3 channels) and multibranch-cnn on
+basic-motions, each with a 0.7 latency budget, and prints each command's table and checks
+(accuracy drop <= 0.5 pt, latency <= 0.8x dense, ACU overhead <= 5 %, budget within 10 %).
+Base models are trained on first use and cached in OUT/<model>/base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from layerwise.cli import main
+
+CASES = [
+    ("resnet20", ["--dataset", "digits", "--size", "32", "--channels", "3"]),
+    ("multibranch-cnn", ["--dataset", "basic-motions", "--epochs", "60"]),
+]
+
+
+def run(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", default="1")
+    p.add_argument("--n", default="400")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-lwac"))
+    p.add_argument("--only", choices=[c[0] for c in CASES])
+    args = p.parse_args(argv)
+    code = 0
+    for model, rest in CASES:
+        if args.only and model != args.only:
+            continue
+        cmd = ["lwac", "--model", model, *rest, "--latency-budget", "0.7", "--threads", args.threads,
+               "--n", args.n, "--out", str(args.out / model)]
+        print("$ layerwise " + " ".join(cmd), flush=True)
+        code |= main(cmd)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run())

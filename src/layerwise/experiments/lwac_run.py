@@ -1,0 +1,442 @@
+"""``layerwise lwac``: dense vs LWAC (and LWAC under latency budgets), side by side, one run.
+
+Steps: train (or load, or reuse the cached) base model trained for bypass (stochastic depth or
+branch dropout, see :mod:`layerwise.lwac.robust`); attach ACUs; calibrate on the validation
+split (relevance eq. 3, bypass labels, controllers, lambda by a cross-fitted sweep); evaluate
+every variant on the test split at batch 1 (per-input decisions); time them interleaved; energy,
+peak memory, executed MACs, per-unit entropy (Table 4) and run shares; a budget demonstration
+with a simulated monitor; figures; ``results.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import LayerwiseError
+from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, choose_lambda, crossfit_sweep,
+                    gather_relevance, lambda_range, sweep_lambda, train_controllers)
+from ..lwac.config import LWACError
+from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
+from ..lwac.robust import branch_dropout, residual_model_kwargs
+from ..measure import artifact_size, compare_latency, count_params, measure_energy, peak_memory
+from ..models import build_model
+from ..models.registry import ModelConfigError
+from ..results import Results, Variant, env_info, write_results
+from ..train import TrainConfig, load_weights, train
+from ..train.loop import CHECKPOINT_NAME
+from ..viz import lwac as figs
+from .common import (CommandReport, RunSpec, add_common_arguments, check_device, example_input, fmt_count,
+                     load_data_for_model, out_dir, seed_everything, set_threads, spec_from_args, text_table)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LWACOptions:
+    budgets: list[float] = field(default_factory=list)
+    epochs: int = 30
+    drop_path: float = 0.2
+    branch_drop: float = 0.3
+    policy: str = "neural"
+    tolerance: float = 0.005  # accuracy drop allowed on (cross-fitted) validation when choosing lambda
+    n: int = 300  # timed calls per variant
+    warmup: int = 20
+    stream: int = 300  # inferences per phase of the budget demonstration
+    settle: int = 400  # inferences a budget variant runs before it is timed
+    grid: int = 21
+    quick: bool = False
+
+    def validate(self) -> "LWACOptions":
+        self.budgets = [check_budget(b) for b in self.budgets]
+        if not 0.0 <= self.tolerance < 1.0:
+            raise LWACError(f"--tolerance must be a fraction in [0, 1), not {self.tolerance}")
+        if self.quick:
+            self.epochs, self.n, self.warmup, self.stream, self.settle, self.grid = \
+                min(self.epochs, 2), min(self.n, 20), 3, 40, 20, 7
+        return self
+
+
+# ---- base model -------------------------------------------------------------------------------
+
+def _build_base(spec: RunSpec, data, opts: LWACOptions):
+    seed_everything(spec.seed)
+    kwargs = {}
+    if spec.model == "multibranch-cnn" and data.info.get("channel_groups"):
+        kwargs["channel_groups"] = data.info["channel_groups"]  # e.g. accelerometer / gyroscope
+    try:
+        model = build_model(spec.model, data.input_shape, data.num_classes, **kwargs,
+                            **residual_model_kwargs(opts.drop_path))
+        how = f"stochastic depth (drop_path {opts.drop_path}, constant) + zero-init last BN of each residual branch"
+    except ModelConfigError:  # not a residual zoo model
+        seed_everything(spec.seed)
+        model = build_model(spec.model, data.input_shape, data.num_classes, **kwargs)
+        how = "plain"
+    return model, how
+
+
+def prepare_base(spec: RunSpec, data, opts: LWACOptions, directory: Path, progress=None) -> tuple[torch.nn.Module, dict]:
+    """The base model: ``--checkpoint``, else the cached ``DIR/base/checkpoint.pt``, else trained now."""
+    model, how = _build_base(spec, data, opts)
+    if spec.checkpoint is not None:
+        load_weights(model, spec.checkpoint)
+        return model.to(spec.device).eval(), {"source": f"--checkpoint {spec.checkpoint}",
+                                              "training": "unknown (given checkpoint)"}
+    base_dir = directory / "base"
+    config = TrainConfig(epochs=opts.epochs, seed=spec.seed, device=spec.device)
+    resume = (base_dir / CHECKPOINT_NAME).is_file()
+    with branch_dropout(model, opts.branch_drop, seed=spec.seed) as n_branches:
+        result = train(model, data, config, out_dir=base_dir, resume=resume, progress=progress)
+    if result.interrupted:
+        raise LayerwiseError(f"base training interrupted; rerun the same command to resume from {base_dir}")
+    if n_branches:
+        how = f"branch dropout p={opts.branch_drop} on {n_branches} branches (lwac.robust.branch_dropout)"
+    info = {"source": f"trained here, cached in {base_dir / CHECKPOINT_NAME}" + (" (resumed/reused)" if resume else ""),
+            "training": how, "config": asdict(config), "final_val_acc": result.final_val_acc}
+    return model.eval(), info
+
+
+# ---- evaluation helpers -------------------------------------------------------------------------
+
+class _Cycle:
+    """A callable for compare_latency / measure_energy: each call runs ``fn`` on the next input."""
+
+    def __init__(self, fn, inputs: list[torch.Tensor]):
+        self.fn, self.inputs, self.k = fn, inputs, 0
+
+    def __call__(self, *_):
+        x = self.inputs[self.k]
+        self.k = (self.k + 1) % len(self.inputs)
+        return self.fn(x)
+
+
+class _Pinned:
+    def __init__(self, lwac: LWACModel):
+        self.lwac = lwac
+
+    def __call__(self, x):
+        st = self.lwac.state
+        st.pinned = True
+        try:
+            return self.lwac(x)
+        finally:
+            st.pinned = False
+
+
+@torch.no_grad()
+def _predict(fn, inputs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([fn(x).argmax(1)[0] for x in inputs])
+
+
+def _confusion(y: torch.Tensor, pred: torch.Tensor, k: int) -> np.ndarray:
+    cm = np.zeros((k, k), dtype=np.int64)
+    for t, p in zip(y.tolist(), pred.tolist()):
+        cm[t, p] += 1
+    return cm
+
+
+def _entropy_matrix(records) -> np.ndarray:
+    return np.array([[r[2] for r in unit] for unit in records]).T if records and records[0] else np.zeros((0, 0))
+
+
+def calibrate(lwac: LWACModel, data, opts: LWACOptions, dense_ms: float, device: str) -> dict:
+    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation)."""
+    relevance = gather_relevance(lwac, data.val, device=device)
+    labels = bypass_labels(lwac, data.val, device=device)
+    fit = train_controllers(lwac, labels) if lwac.config.policy == "neural" else {}
+    lo, hi = lambda_range(lwac, data.val, device=device)
+    lams = [float(v) for v in np.linspace(lo, hi, opts.grid)]
+    if lwac.config.policy == "neural":
+        points = crossfit_sweep(lwac, data.val, labels, lams, dense_ms=dense_ms, device=device)
+    else:
+        points = sweep_lambda(lwac, data.val, lams, dense_ms=dense_ms, device=device)
+    dense_val = points[0].accuracy if points else 0.0
+    with torch.no_grad():
+        xs, ys = zip(*(data.val[i] for i in range(len(data.val))))
+        with lwac.pinned():
+            dense_val = (lwac.model(torch.stack(xs).to(device)).argmax(1).cpu() == torch.as_tensor(ys)).float().mean().item()
+    best = choose_lambda(points, dense_val, opts.tolerance)
+    lwac.set_lambda(best.lam)
+    lwac.lam_curve = [(p.lam, p.est_latency_ratio) for p in points]
+    return {"relevance": relevance, "relevance_normalised": list(lwac.state.relevance), "cost": list(lwac.state.cost),
+            "bypass_keep_rate": {lwac.units[l.unit].name: l.keep.float().mean().item() for l in labels},
+            "controller_fit_accuracy": {lwac.units[i].name: a for i, a in fit.items()},
+            "lam_range": [lo, hi], "lam": best.lam, "dense_val_accuracy": dense_val,
+            "sweep": [p.to_json() for p in points], "chosen": best.to_json()}
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+@dataclass
+class LWACOutput:
+    results_path: Path
+    results: Results
+    table: list[list]
+    checks: list[str]
+
+
+def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
+    opts.validate()
+    device = check_device(spec.device)
+    threads = set_threads(spec.threads)
+    data = load_data_for_model(spec)
+    if len(data.val) == 0:
+        raise LWACError(f"{data.label} has an empty validation split: LWAC calibrates on validation data "
+                        "(never on test); use a dataset with a validation split")
+    directory = out_dir(spec, "lwac")
+    base, base_info = prepare_base(spec, data, opts, directory, progress)
+    x1 = example_input(data, 1, device)
+    test_inputs = [data.test[i][0].unsqueeze(0).to(device) for i in range(len(data.test))]
+    y_test = torch.as_tensor([data.test[i][1] for i in range(len(data.test))])
+    n_lat_inputs = test_inputs[: min(len(test_inputs), 100)]
+
+    # ---- attach + calibrate (validation only)
+    cfg = LWACConfig(policy=opts.policy)
+    lw = attach(base, x1, cfg, threads=threads)
+    dense_est = compare_latency({"dense": (_Cycle(base, n_lat_inputs), x1)}, n=max(20, opts.n // 5),
+                                warmup=opts.warmup, threads=threads)["dense"].median_ms
+    calib = calibrate(lw, data, opts, dense_est, device)
+    heur = None
+    if opts.policy == "neural":  # the paper's heuristic rule, for comparison
+        heur = attach(base, x1, LWACConfig(policy="heuristic"), threads=threads)
+        calib_h = calibrate(heur, data, opts, dense_est, device)
+    overhead = lw.clone()
+
+    variants: dict[str, object] = {"dense": base, "lwac": lw, "acu-overhead (alpha=1)": _Pinned(overhead)}
+    if heur is not None:
+        variants["lwac-heuristic"] = heur
+    budgeted: dict[str, LWACModel] = {}
+    for f in opts.budgets:
+        b = lw.clone()
+        b.set_budget(f)  # target: f x the online dense-latency estimate (follows machine-load drift)
+        budgeted[f"lwac@{f:g}"] = b
+        variants[f"lwac@{f:g}"] = b
+
+    # ---- accuracy at batch 1, per-input decisions; records for Table 4 / Fig. 6
+    preds, records, shares, macs_exec = {}, {}, {}, {}
+    for name, fn in variants.items():
+        if isinstance(fn, LWACModel):
+            if name in budgeted:
+                _settle(fn, test_inputs, opts.settle)
+            fn.reset_counts()
+            with fn.recording() as st:
+                preds[name] = _predict(fn, test_inputs)
+            records[name] = [list(r) for r in st.records]
+            shares[name] = fn.run_share()
+            macs_exec[name] = fn.macs_executed()
+        elif name == "dense":
+            with overhead.recording() as st:  # pinned = the dense model's exact outputs, recorded
+                preds[name] = _predict(_Pinned(overhead), test_inputs)
+            records[name] = [list(r) for r in st.records]
+            shares[name] = [1.0] * len(lw.units)
+            macs_exec[name] = float(lw.dense_macs)
+            overhead.reset_counts()
+        else:
+            preds[name] = _predict(fn, test_inputs)
+            shares[name] = [1.0] * len(lw.units)
+            macs_exec[name] = float(lw.dense_macs + lw.controller_macs())
+    acc = {k: (p == y_test).float().mean().item() for k, p in preds.items()}
+
+    # ---- latency, interleaved; budget variants keep controlling while timed
+    for b in budgeted.values():
+        _settle(b, n_lat_inputs, opts.settle)
+    lat = compare_latency({k: (_Cycle(fn, n_lat_inputs), x1) for k, fn in variants.items()},
+                          n=opts.n, warmup=opts.warmup, threads=threads)
+    energy = {k: measure_energy(_Cycle(fn, n_lat_inputs), n=max(10, opts.n // 3), device=device)
+              for k, fn in variants.items() if not k.startswith("acu-")}
+    memory = {k: peak_memory(lambda fn=fn: [fn(x) for x in n_lat_inputs[:20]]) for k, fn in variants.items()
+              if not k.startswith("acu-")}
+
+    # ---- budget demonstration with a simulated monitor (budget change, contention, draining battery)
+    demo = _budget_demo(lw, test_inputs, lat["dense"].median_ms, opts)
+
+    # ---- figures
+    fig_names = _figures(directory, data, lw, variants, acc, lat, energy, shares, records, preds, y_test, calib,
+                         demo, lat["dense"].median_ms)
+
+    # ---- results
+    params = count_params(base)
+    size = artifact_size(base).bytes
+    lw_params = sum(p.numel() for p in lw.parameters())
+    lw_size = artifact_size(lw).bytes
+    unit_names = [u.name for u in lw.units]
+    out_variants = []
+    for name, fn in variants.items():
+        is_lwac = name != "dense"
+        en = energy.get(name)
+        mem = memory.get(name)
+        extra = {"unit_run_share": dict(zip(unit_names, shares[name])),
+                 "latency_ratio_vs_dense": lat[name].median_ms / lat["dense"].median_ms,
+                 "latency_source": lat[name].source}
+        if name in records and records[name]:
+            ent = [float(np.mean([r[2] for r in unit])) if unit else None for unit in records[name]]
+            extra["unit_entropy_nats"] = dict(zip(unit_names, ent))
+            extra["mean_entropy_nats"] = float(np.mean([e for e in ent if e is not None]))
+            if is_lwac:
+                extra["unit_mean_alpha"] = {u: float(np.mean([r[0] for r in unit])) if unit else None
+                                            for u, unit in zip(unit_names, records[name])}
+        if en is None:
+            extra["energy_j"] = "not measured for the overhead check (latency only)"
+        if mem is None:
+            extra["peak_mem_bytes"] = "not measured for the overhead check (latency only)"
+        else:
+            extra["memory_source"] = mem.source
+        if name in budgeted:
+            b = budgeted[name]
+            f = float(name.split("@")[1])
+            extra["budget"] = {"fraction": f, "target_ms_final": b.budget.target_ms, "dense_ms_at_setup": dense_est,
+                               "online_dense_estimate_ms": b.budget.dense_ms, "target": "relative (online estimate)",
+                               "steady_state_ratio_vs_dense": lat[name].median_ms / lat["dense"].median_ms,
+                               "within_10pct": abs(lat[name].median_ms / lat["dense"].median_ms - f) <= 0.1 * f,
+                               "final_lam": b.state.lam}
+        if name == "lwac":
+            extra["calibration"] = {k: v for k, v in calib.items() if k != "sweep"}
+            extra["lam"] = lw.state.lam
+        if name == "lwac-heuristic":
+            extra["calibration"] = {k: v for k, v in calib_h.items() if k != "sweep"}
+        extra["accuracy_drop_pt"] = 100 * (acc["dense"] - acc[name])
+        out_variants.append(Variant(
+            name=name, accuracy=acc[name], macs=int(lw.dense_macs) + (lw.controller_macs() if is_lwac else 0),
+            macs_executed=int(round(macs_exec[name])), params=lw_params if is_lwac else params,
+            size_bytes=lw_size if is_lwac else size, latency_ms=lat[name].to_json(),
+            peak_mem_bytes=mem.bytes if mem is not None else None,
+            energy_j=en.to_json() if en is not None else None, extra=extra))
+    out_variants[0].extra.update(base=base_info, units=[u.to_json() for u in lw.units], dataset_info=data.info,
+                                 test_n=len(test_inputs), budget_demo=demo["summary"],
+                                 monitor_notes=list(demo["monitor_notes"]))
+    results = Results(method="lwac", model=spec.model, dataset=data.label,
+                      env=env_info(device, threads, spec.seed), variants=out_variants, figures=fig_names)
+    path = write_results(directory, results)
+    table, checks = _summary(out_variants, acc, lat, len(test_inputs))
+    return LWACOutput(path, results, table, checks)
+
+
+def _settle(b: LWACModel, inputs, steps: int) -> None:
+    with torch.no_grad():
+        for k in range(steps):
+            b(inputs[k % len(inputs)])
+
+
+def _budget_demo(lw: LWACModel, inputs, dense_ms: float, opts: LWACOptions) -> dict:
+    """Phases of ``opts.stream`` inferences: budget 0.7, budget 0.85, budget 0.7 with simulated 1.3x
+    contention; a simulated battery drains throughout (raising the pressure multiplier)."""
+    demo = lw.clone()
+    demo.state.step = 0  # the simulated trace is indexed by inference number from here
+    demo.reset_counts()
+    n = opts.stream
+    trace = merge_traces(draining_battery(3 * n, 100, 20), cpu_contention(3 * n, 2 * n, 3 * n, 1.3))
+    demo.use_monitor(SimulatedMonitor(demo.buffer, trace))
+    demo.history = []
+    phases = [(0.7, 0), (0.85, n), (0.7, 2 * n)]
+    summary = []
+    with torch.no_grad():
+        for f, start in phases:
+            demo.set_budget(f, dense_ms)
+            for k in range(n):
+                demo(inputs[(start + k) % len(inputs)])
+            tail = [h["latency_ms"] for h in demo.history[start + n // 2: start + n]]
+            summary.append({"budget": f, "target_ms": f * dense_ms, "steady_median_ms": float(np.median(tail)),
+                            "ratio_to_dense": float(np.median(tail)) / dense_ms,
+                            "contention": 1.3 if start == 2 * n else 1.0})
+    # a real monitor, briefly, to record which counters this machine has
+    real = ResourceMonitor(demo.buffer)
+    state = real.sample_once()
+    return {"history": demo.history, "summary": summary, "monitor_notes": state.notes}
+
+
+def _figures(directory, data, lw, variants, acc, lat, energy, shares, records, preds, y_test, calib, demo, dense_ms):
+    unit_names = [u.name for u in lw.units]
+    names = []
+    points = [{"name": k, "latency_ms": lat[k].median_ms, "iqr_ms": lat[k].iqr_ms, "accuracy": acc[k]} for k in variants]
+    names.append(figs.accuracy_vs_latency(directory / "fig2_accuracy_vs_latency.png", points, calib["sweep"],
+                                          dense_ms, f"{data.label}: accuracy vs batch-1 latency").name)
+    ek = list(energy)
+    src = energy[ek[0]].source
+    names.append(figs.energy_per_inference(directory / "fig3_energy_per_inference.png", ek,
+                                           [energy[k].value_j for k in ek], [energy[k].estimated for k in ek],
+                                           src).name)
+    names.append(figs.unit_activation_share(directory / "fig4_unit_activation_share.png", unit_names,
+                                            [u.macs for u in lw.units], shares["dense"], shares["lwac"]).name)
+    k = data.num_classes
+    classes = data.classes if data.classes else [str(i) for i in range(k)]
+    names.append(figs.confusion_matrices(directory / "fig5_confusion.png", _confusion(y_test, preds["dense"], k),
+                                         _confusion(y_test, preds["lwac"], k), classes).name)
+    names.append(figs.entropy_heatmap(directory / "fig6_entropy_heatmap.png", _entropy_matrix(records["lwac"]),
+                                      unit_names, f"{data.label}: activation entropy with LWAC").name)
+    names.append(figs.latency_over_time(directory / "fig7_latency_over_time.png", demo["history"], dense_ms).name)
+    return names
+
+
+def _summary(variants: list[Variant], acc, lat, n_test: int):
+    dense = variants[0]
+    rows = []
+    for v in variants:
+        lt = v.latency_ms
+        en = v.energy_j
+        rows.append([v.name, f"{100 * v.accuracy:.2f}", f"{100 * (dense.accuracy - v.accuracy):+.2f}",
+                     f"{lt['median']:.3f}", f"{lt['iqr']:.3f}", f"{lt['median'] / dense.latency_ms['median']:.3f}",
+                     fmt_count(v.macs_executed),
+                     f"{1e3 * en['value']:.2f}{'*' if en['estimated'] else ''}" if en else "-",
+                     f"{v.extra.get('mean_entropy_nats', float('nan')):.3f}"])
+    checks = []
+    point = 100.0 / n_test
+    lw = next(v for v in variants if v.name == "lwac")
+    drop = 100 * (dense.accuracy - lw.accuracy)
+    ratio = lw.latency_ms["median"] / dense.latency_ms["median"]
+    checks.append(f"lwac: accuracy drop {drop:+.2f} pt (1 test sample = {point:.2f} pt) "
+                  f"[{'ok' if drop <= 0.5 + 1e-9 else 'MISSED'} <= 0.5], latency {ratio:.3f}x dense "
+                  f"[{'ok' if ratio <= 0.8 else 'MISSED'} <= 0.80]")
+    ov = next((v for v in variants if v.name.startswith("acu-overhead")), None)
+    if ov is not None:
+        r = ov.latency_ms["median"] / dense.latency_ms["median"]
+        checks.append(f"ACU overhead with alpha=1, nothing bypassed: {100 * (r - 1):+.1f} % "
+                      f"[{'ok' if r <= 1.05 else 'MISSED'} <= 5 %]")
+    for v in variants:
+        if "budget" in v.extra:
+            b = v.extra["budget"]
+            checks.append(f"{v.name}: steady-state median {b['steady_state_ratio_vs_dense']:.3f}x dense vs budget "
+                          f"{b['fraction']:g} [{'ok' if b['within_10pct'] else 'MISSED'} within 10 %]")
+    return rows, checks
+
+
+NAME = "lwac"
+HELP = "LWAC: runtime layer calibration that bypasses units under a latency budget"
+
+
+def add_arguments(p) -> None:
+    add_common_arguments(p)
+    p.add_argument("--latency-budget", type=float, nargs="+", default=[], metavar="F",
+                   help="also evaluate lwac@F: PI control of lambda to F x dense latency, F in (0, 1]")
+    p.add_argument("--policy", choices=("neural", "heuristic"), default="neural")
+    p.add_argument("--epochs", type=int, default=30, help="base training epochs (cached in OUT/base)")
+    p.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth of the residual base model")
+    p.add_argument("--branch-drop", type=float, default=0.3, help="branch dropout of a multi-branch base model")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="validation accuracy drop allowed when choosing lambda (fraction)")
+    p.add_argument("--n", type=int, default=300, help="timed calls per variant (interleaved)")
+    p.add_argument("--quick", action="store_true", help="tiny run for tests: 2 epochs, few timings")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    opts = LWACOptions(budgets=list(args.latency_budget), epochs=args.epochs, drop_path=args.drop_path,
+                       branch_drop=args.branch_drop, policy=args.policy, tolerance=args.tolerance, n=args.n,
+                       quick=args.quick)
+    out = run_lwac(spec_from_args(args), opts, progress)
+    res = out.results
+    header = ["variant", "acc %", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]
+    lines = [f"LWAC on {res.model} / {res.dataset} (batch 1, {res.env['threads']} threads, test n="
+             f"{res.variants[0].extra['test_n']})",
+             f"base: {res.variants[0].extra['base']['training']}",
+             text_table(out.table, header, left=1),
+             "(* energy estimated: process CPU time x W per core; see energy_j.source)",
+             "", *out.checks, "",
+             "budget demo (simulated monitor): " + "; ".join(
+                 f"budget {s['budget']:g}{' +contention' if s['contention'] > 1 else ''}: "
+                 f"{s['ratio_to_dense']:.2f}x dense" for s in res.variants[0].extra["budget_demo"]),
+             "figures: " + ", ".join(res.figures),
+             f"wrote {out.results_path}"]
+    return CommandReport("\n".join(lines))

@@ -1,0 +1,53 @@
+"""LWAC: Layer-Wise Attention Calibration (Rao et al.), with a hard gate that really skips work.
+
+``lwac.attach(model, x)`` puts an Attention Calibration Unit (ACU) after every calibratable unit
+(residual block, inverted residual, branch of a multi-branch model, recurrent stage; found by
+:func:`layerwise.layers.find_layers`) of any model, on a copy: the base weights are untouched.
+Each ACU computes alpha_i = sigmoid(gamma * R_i - lambda * C_i) (eq. 2) from a relevance R_i
+(eq. 3: gradient norm + eta * activation entropy over a window of T passes, gathered on the
+validation split, with the entropy term tracked label-free at deployment; or, per input, a
+compact neural controller fed by the summary of the unit's input) and a cost C_i (eq. 4:
+normalised FLOPs, latency and estimated power from the resource monitor).
+
+Two gate modes: ``soft`` is the paper's h~ = alpha * h (eq. 1; for a residual block, the
+residual branch), which saves nothing; ``hard`` bypasses a unit whose alpha is below the
+threshold: the unit is not called at all and its shortcut (or zeros, for a branch) carries the
+signal. Units that change shape are scaled, never bypassed. Decisions are per input; a batch
+skips a unit only when all its samples skip it (see :mod:`layerwise.lwac.acu`).
+
+Typical use::
+
+    lw = lwac.attach(model, x1)                      # x1: one example input (batch 1)
+    lwac.gather_relevance(lw, data.val)              # eq. (3) on validation
+    labels = lwac.bypass_labels(lw, data.val)        # does bypassing keep the prediction?
+    lwac.train_controllers(lw, labels)               # the training-time mask preprocessor
+    lo, hi = lwac.lambda_range(lw, labels)
+    points = lwac.crossfit_sweep(lw, data.val, labels, lams, dense_ms=d)
+    lw.set_lambda(lwac.choose_lambda(points, dense_val_acc, 0.005).lam)
+    lw.set_budget(0.7, dense_ms=d)                   # optional: PI control of lambda
+    y = lw(x)                                        # batch 1, per-input decisions
+
+Every choice where the paper is ambiguous is listed, with the reason, in ``docs/lwac.md``.
+"""
+
+from .budget import PIController, budget_controller
+from .calibrate import (BypassLabels, LambdaPoint, bypass_labels, choose_lambda, crossfit_sweep, gather_relevance,
+                        lambda_range, sweep_lambda, train_controllers)
+from .config import LWACConfig, LWACError, check_budget
+from .controller import UnitController, summarise
+from .equations import activation_entropy, alpha, calibrate, cost, normalise, regulariser, relevance
+from .finetune import FineTuneConfig, finetune
+from .monitor import (ResourceMonitor, ResourceState, SharedBuffer, SimulatedMonitor, cpu_contention,
+                      draining_battery, merge_traces)
+from .robust import branch_dropout, residual_model_kwargs
+from .runtime import LWACModel, UnitInfo, attach
+from .tracker import RelevanceTracker, RingBuffer
+
+__all__ = [
+    "BypassLabels", "FineTuneConfig", "LWACConfig", "LWACError", "LWACModel", "LambdaPoint", "PIController",
+    "RelevanceTracker", "ResourceMonitor", "ResourceState", "RingBuffer", "SharedBuffer", "SimulatedMonitor",
+    "UnitController", "UnitInfo", "activation_entropy", "alpha", "attach", "branch_dropout", "budget_controller",
+    "bypass_labels", "calibrate", "check_budget", "choose_lambda", "cost", "cpu_contention", "crossfit_sweep",
+    "draining_battery", "finetune", "gather_relevance", "lambda_range", "merge_traces", "normalise", "regulariser",
+    "relevance", "residual_model_kwargs", "summarise", "sweep_lambda", "train_controllers",
+]

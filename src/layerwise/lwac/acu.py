@@ -1,0 +1,167 @@
+"""The Attention Calibration Unit (section 4.3, part 1): wraps one calibratable unit.
+
+Per inference an ACU that gates (every unit in ``soft`` mode; the bypassable ones in ``hard``
+mode):
+
+1. summarises the unit's input and asks its controller for R_i(x) (``neural`` policy), or reads
+   the tracked relevance R_i (``heuristic`` policy);
+2. reads its resource pressure p_i = lambda * m * C_i from the shared state (eq. 4 cost, kept
+   up to date between inferences by the runtime);
+3. computes z = gamma * R_i - p_i, alpha_i = sigmoid(z) (eq. 2);
+4. ``soft``: runs the unit with its output (the residual branch of a residual block) scaled by
+   alpha (eq. 1); ``hard``: alpha < threshold (z < logit(threshold)) -> the unit is NOT computed
+   and its bypass (the shortcut path, or zeros for a branch) carries the signal; otherwise the
+   unit runs unscaled (alpha is binarised to 1).
+
+Batches: decisions are per sample. If every sample of a batch is bypassed the unit is not
+computed; if none is, it runs for the batch; if the batch is mixed, the unit runs for the whole
+batch and the bypassed samples take the bypass output (``torch.where``), so outputs are exactly
+per-sample but nothing is saved for that batch. Deploy at batch 1 for the savings.
+
+A unit that is not gated (hard mode, not bypassable) runs as in the base model (alpha = 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from .controller import UnitController, summarise
+from .equations import activation_entropy
+from .monitor import SharedBuffer
+from .state import LWACState
+from .tracker import RelevanceTracker
+from .units import ScaleOnlyAdapter
+
+
+class AttentionCalibrationUnit(nn.Module):
+    def __init__(self, unit: nn.Module, unit_index: int, unit_name: str, kind: str, adapter: ScaleOnlyAdapter,
+                 state: LWACState, buffer: SharedBuffer, tracker: RelevanceTracker,
+                 controller: UnitController | None):
+        super().__init__()
+        self.unit = unit
+        self.controller = controller
+        self.unit_index = unit_index
+        self.unit_name = unit_name
+        self.kind = kind
+        self.bypassable = adapter.bypassable
+        cfg = state.config
+        self.gated = cfg.mode == "soft" or adapter.bypassable
+        self.soft = cfg.mode == "soft"
+        # plain attributes (not modules): shared with the runtime and every other ACU
+        self.__dict__["_adapter"] = adapter
+        self.__dict__["_state"] = state
+        self.__dict__["_buffer"] = buffer
+        self.__dict__["_tracker"] = tracker
+
+    def __getattr__(self, name: str):
+        # the parent model may read attributes of the unit it holds (MultiBranchCNN reads branch.index)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules")
+            if not modules or "unit" not in modules or name.startswith("__"):
+                raise
+            return getattr(modules["unit"], name)
+
+    # ---- decision ---------------------------------------------------------------------------
+    def score(self, x: torch.Tensor):
+        """z = gamma * R_i - lambda * m * C_i (eq. 2's argument): a float or a (B,) tensor."""
+        st, i = self._state, self.unit_index
+        if self.controller is None or st.config.policy == "heuristic":
+            return st.config.gamma * st.relevance[i] - st.pressure[i]
+        if x.shape[0] == 1 and not st.soft_train:
+            return st.config.gamma * self.controller.score_one(x) - st.pressure[i]
+        r = self.controller.score(summarise(x, self.controller.summary))
+        return r * st.config.gamma - st.pressure[i]
+
+    # ---- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        st, i = self._state, self.unit_index
+        b = x.shape[0]
+        adapter = self._adapter
+        if not self.gated:
+            out = self._timed(adapter.run, x) if st.track_now else adapter.run(x)
+            st.executed[i] += b
+            if st.recording or st.track_now:
+                self._observe(out, 1.0, False)
+            return out
+        if st.soft_train and self.controller is not None:  # eq. (5) fine-tune: differentiable soft gate, alpha logged for the regulariser
+            a = torch.sigmoid(self.score(x))
+            st.alpha_log.append((i, a))
+            return adapter.scaled(x, a)
+        forced = st.forced.get(i) if st.forced else None
+        z = self.score(x) if forced is None else None
+        if st.pinned:  # overhead check: decide, then ignore the decision (alpha = 1, nothing bypassed)
+            out = self._timed(adapter.run, x) if st.track_now else adapter.run(x)
+            st.executed[i] += b
+            if st.recording or st.track_now:
+                self._observe(out, 1.0, False)
+            return out
+        if self.soft:
+            a = torch.sigmoid(z) if isinstance(z, torch.Tensor) else 1.0 / (1.0 + math.exp(-z))
+            out = adapter.scaled(x, a)
+            st.executed[i] += b
+            if st.recording or st.track_now:
+                self._observe(out, a, False)
+            return out
+        # hard gate
+        if forced is not None:
+            mask = forced
+        elif isinstance(z, torch.Tensor):
+            mask = z < st.config.z_threshold
+        else:
+            mask = bool(z < st.config.z_threshold)
+        if isinstance(mask, torch.Tensor):
+            n_bypass = int(mask.sum())
+            if n_bypass == b:
+                mask = True
+            elif n_bypass == 0:
+                mask = False
+        if mask is True:
+            out = adapter.bypass(x)  # the unit itself is never called
+            st.bypassed[i] += b
+        elif mask is False:
+            out = self._timed(adapter.run, x) if st.track_now else adapter.run(x)
+            st.executed[i] += b
+        else:  # mixed batch: compute once, take the bypass where asked
+            ran = adapter.run(x)
+            skip = adapter.bypass(x)
+            out = torch.where(mask.view(-1, *([1] * (ran.dim() - 1))), skip, ran)
+            st.executed[i] += b
+            st.bypassed[i] += n_bypass
+        if st.recording or st.track_now:
+            a = self._alpha_of(z, mask, b)
+            self._observe(out, a, mask)
+        return out
+
+    # ---- bookkeeping (recording runs and every ``track_every``-th inference only) -------------
+    def _timed(self, fn, x):
+        t0 = time.perf_counter()
+        out = fn(x)
+        self._buffer.record_unit_latency(self.unit_index, time.perf_counter() - t0)
+        return out
+
+    @staticmethod
+    def _alpha_of(z, mask, b):
+        if z is None:
+            m = mask if isinstance(mask, torch.Tensor) else torch.full((b,), bool(mask))
+            return (~m).float()
+        return torch.sigmoid(z) if isinstance(z, torch.Tensor) else 1.0 / (1.0 + math.exp(-z))
+
+    def _observe(self, out: torch.Tensor, alpha, bypassed) -> None:
+        st, i = self._state, self.unit_index
+        h = activation_entropy(out)
+        if st.track_now and not st.recording and bypassed is False:
+            self._tracker.push(i, float(h.mean()))  # only what the unit itself produced
+        if st.recording:
+            b = h.shape[0]
+            a = alpha.detach().float().reshape(-1).tolist() if isinstance(alpha, torch.Tensor) else [float(alpha)] * b
+            if isinstance(bypassed, torch.Tensor):
+                byp = bypassed.reshape(-1).tolist()
+            else:
+                byp = [bool(bypassed)] * b
+            st.records[i].extend(zip(a, byp, h.tolist()))

@@ -1,0 +1,335 @@
+"""``attach``: put an ACU after every calibratable unit; :class:`LWACModel`: the closed loop.
+
+Algorithm 1 of the paper, per inference: every unit i computes (or, bypassed, skips) h_i, its
+ACU scales or gates it with alpha_i (eq. 1-2). Between inferences the runtime does the rest of
+the loop: reads the resource monitor, refreshes each unit's cost C_i (eq. 4) from the monitor's
+per-unit latency moving averages, the relevance R_i (eq. 3) from the tracker, lets the budget
+controller move lambda, and recomputes each unit's pressure lambda * m * C_i. Everything costly
+happens every ``track_every``-th inference only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers import list_layers
+from ..measure import per_layer_latency
+from .acu import AttentionCalibrationUnit
+from .budget import PIController, budget_controller
+from .config import LWACConfig, LWACError
+from .controller import UnitController, summary_features, summary_kind
+from .equations import cost, normalise
+from .monitor import SharedBuffer
+from .state import LWACState
+from .tracker import RelevanceTracker
+from .units import adapter_for, find_units
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitInfo:
+    index: int
+    name: str
+    kind: str
+    bypassable: bool
+    macs: int
+    params: int
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    latency_ms: float | None  # from per_layer_latency at attach time (forward hooks, approximate)
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "name": self.name, "kind": self.kind, "bypassable": self.bypassable,
+                "macs": self.macs, "params": self.params,
+                "input_shape": list(self.input_shape) if self.input_shape else None,
+                "output_shape": list(self.output_shape) if self.output_shape else None,
+                "latency_ms": self.latency_ms}
+
+
+class LWACModel(nn.Module):
+    """A model with ACUs attached, its shared state, tracker, buffer, monitor and budget."""
+
+    def __init__(self, model: nn.Module, acus: list[AttentionCalibrationUnit], units: list[UnitInfo],
+                 state: LWACState, buffer: SharedBuffer, tracker: RelevanceTracker, dense_macs: int):
+        super().__init__()
+        self.model = model
+        self.__dict__["acus"] = acus
+        self.__dict__["state"] = state
+        self.__dict__["buffer"] = buffer
+        self.__dict__["tracker"] = tracker
+        self.units = units
+        self.config = state.config
+        self.dense_macs = dense_macs
+        self.monitor = None
+        self.budget: PIController | None = None
+        self.lam_range: tuple[float, float] = (0.0, 1.0)
+        # (lambda, estimated latency ratio) from calibration: the budget controller's feed-forward
+        self.lam_curve: list[tuple[float, float]] = []
+        self.history: list[dict] | None = None
+        self._latency_ms = [u.latency_ms or 0.0 for u in units]
+        self._last_bypassed: list[int] | None = None
+        self.refresh_costs()
+        self.refresh_pressure()
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def forward(self, x):
+        st = self.state
+        t0 = time.perf_counter()
+        out = self.model(x)
+        dt = time.perf_counter() - t0
+        self._after(dt)
+        return out
+
+    def _after(self, dt: float) -> None:
+        st = self.state
+        tracked = st.track_now
+        st.step += 1
+        changed = False
+        if self.monitor is not None:
+            self.monitor.on_inference(st.step)
+            changed = True  # the resource multiplier may have moved
+        ms = dt * 1e3 * self.buffer.state.latency_scale
+        if self.budget is not None:
+            st.lam = float(self.budget.update(ms, self._dense_equivalent_ms(ms)))
+            changed = True
+        if tracked and self.config.adapt:
+            self.refresh_costs()
+            if self.config.policy == "heuristic":
+                self.refresh_relevance()
+            changed = True
+        if changed:
+            self.refresh_pressure()
+        if self.history is not None:
+            s = self.buffer.state
+            self.history.append({"step": st.step, "latency_ms": ms, "lam": st.lam,
+                                 "target_ms": self.budget.target_ms if self.budget else None,
+                                 "battery_percent": s.battery_percent, "latency_scale": s.latency_scale})
+        st.track_now = st.step % self.config.track_every == 0
+
+    # ---- eq. (4), eq. (3), eq. (2)'s cost term ----------------------------------------------
+    def refresh_costs(self) -> None:
+        """C_i (eq. 4) from normalised FLOPs, latency (monitor EMA) and estimated power."""
+        live = self.buffer.latencies()
+        for i, v in enumerate(live):
+            if v is not None:
+                self._latency_ms[i] = v * 1e3
+        s = self.buffer.state
+        busy = (s.cpu_percent / 100.0) if s.cpu_percent else 1.0
+        # Power_i: no per-unit power counter exists here, so it is ESTIMATED as the unit's share of
+        # the process power (busy cores x W/core) times its latency: it follows the latency term.
+        power = [lat * busy for lat in self._latency_ms]
+        f, l, p = normalise([u.macs for u in self.units]), normalise(self._latency_ms), normalise(power)
+        self.state.cost = normalise([cost(f[i], l[i], p[i], self.config.theta) for i in range(len(self.units))])
+
+    def _dense_equivalent_ms(self, ms: float) -> float:
+        """This inference's latency plus the (moving-average) latency of the units it bypassed:
+        an online estimate of what the dense model would have taken under current conditions."""
+        st = self.state
+        last = self._last_bypassed
+        now = list(st.bypassed)
+        self._last_bypassed = now
+        if last is None or len(last) != len(now):
+            return ms
+        scale = self.buffer.state.latency_scale
+        return ms + scale * sum(self._latency_ms[i] for i in range(len(now)) if now[i] > last[i])
+
+    def refresh_relevance(self) -> None:
+        self.state.relevance = normalise(self.tracker.all())
+
+    def resource_multiplier(self) -> float:
+        """m = 1 + w * (1 - battery/100) on battery power; 1 on mains or without a battery."""
+        s = self.buffer.state
+        if s.battery_percent is None or s.power_plugged is not False:
+            return 1.0
+        return 1.0 + self.config.battery_weight * (1.0 - s.battery_percent / 100.0)
+
+    def refresh_pressure(self) -> None:
+        st, rho = self.state, self.config.smoothing
+        m = self.resource_multiplier()
+        new = [float(st.lam * m * c) for c in st.cost]
+        st.pressure = [rho * old + (1 - rho) * p for old, p in zip(st.pressure, new)] if rho else new
+
+    def clone(self) -> "LWACModel":
+        """An independent copy (weights, controllers, state, tracker); no monitor, no budget."""
+        monitor, budget, history = self.monitor, self.budget, self.history
+        self.monitor, self.budget, self.history = None, None, None
+        try:
+            return copy.deepcopy(self)
+        finally:
+            self.monitor, self.budget, self.history = monitor, budget, history
+
+    # ---- control ----------------------------------------------------------------------------
+    def set_lambda(self, lam: float) -> None:
+        self.state.lam = float(lam)
+        self.refresh_pressure()
+
+    def set_budget(self, fraction: float, dense_ms: float | None = None, **gains) -> PIController:
+        """Track ``fraction`` of dense latency by PI control of lambda over ``lam_range``.
+
+        ``dense_ms`` given: a fixed target ``fraction * dense_ms`` (a slower machine, e.g. under
+        contention, must bypass more to meet it). ``None``: the target follows an online estimate
+        of dense latency under current conditions (measured latency + the moving-average latency
+        of the units bypassed), smoothed by an EMA, so drift in machine load moves the target too.
+        """
+        lo, hi = self.lam_range
+        start = dense_ms if dense_ms is not None else sum(self._latency_ms) or 1.0
+        if self.lam_curve and "u0" not in gains:  # feed-forward: the calibrated lambda for this budget
+            ok = [lam for lam, ratio in sorted(self.lam_curve) if ratio <= fraction]
+            lam_ff = ok[0] if ok else hi
+            gains["u0"] = min(1.0, max(0.0, (lam_ff - lo) / (hi - lo))) if hi > lo else 0.0
+        pi = budget_controller(fraction, start, lam_max=1.0, **gains)
+        self.budget = _RangeController(pi, lo, hi, fraction if dense_ms is None else None)
+        self._last_bypassed = None
+        return pi
+
+    def clear_budget(self) -> None:
+        self.budget = None
+
+    def use_monitor(self, monitor) -> None:
+        self.monitor = monitor
+        if monitor is not None:
+            monitor.on_inference(self.state.step)
+        self.refresh_pressure()
+
+    # ---- modes ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Every ACU decides, then runs its unit at alpha = 1 with nothing bypassed."""
+        old, self.state.pinned = self.state.pinned, True
+        try:
+            yield
+        finally:
+            self.state.pinned = old
+
+    @contextlib.contextmanager
+    def forced(self, masks: dict) -> Iterator[None]:
+        """Force unit ``i`` bypassed (True / False / (B,) bool tensor) for each ``i`` in ``masks``."""
+        for i in masks:
+            if not self.units[i].bypassable:
+                raise LWACError(f"unit {self.units[i].name} ({self.units[i].kind}) changes shape and cannot be "
+                                "bypassed; force only bypassable units")
+        old, self.state.forced = self.state.forced, dict(masks)
+        try:
+            yield
+        finally:
+            self.state.forced = old
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[LWACState]:
+        self.state.clear_records()
+        old, self.state.recording = self.state.recording, True
+        try:
+            yield self.state
+        finally:
+            self.state.recording = old
+
+    # ---- what ran ---------------------------------------------------------------------------
+    @property
+    def bypassable(self) -> list[int]:
+        return [u.index for u in self.units if u.bypassable]
+
+    def run_share(self) -> list[float]:
+        """Per unit: the fraction of samples on which it was computed (since ``reset_counts``)."""
+        st = self.state
+        return [e / (e + b) if e + b else 0.0 for e, b in zip(st.executed, st.bypassed)]
+
+    def macs_executed(self) -> float:
+        """Mean MACs per sample actually executed: dense MACs minus the bypassed units' MACs,
+        plus the controllers' MACs on the samples they scored."""
+        st = self.state
+        n = max(st.executed[i] + st.bypassed[i] for i in range(len(self.units)))
+        if n == 0:
+            return float(self.dense_macs)
+        skipped = sum(self.units[i].macs * st.bypassed[i] for i in range(len(self.units)))
+        return self.dense_macs - skipped / n + self.controller_macs()
+
+    def controller_macs(self) -> int:
+        return sum(a.controller.macs() for a in self.acus if a.controller is not None and a.gated)
+
+    def reset_counts(self) -> None:
+        self.state.reset_counts()
+
+
+class _RangeController:
+    """Maps a PI controller's u in [0, 1] onto lambda in [lo, hi]; with ``relative`` set, the
+    target is ``relative`` x an EMA of the online dense-latency estimate."""
+
+    def __init__(self, pi: PIController, lo: float, hi: float, relative: float | None = None, ema: float = 0.05):
+        self.pi, self.lo, self.hi, self.relative, self.ema = pi, lo, hi, relative, ema
+        self.dense_ms: float | None = None
+
+    @property
+    def target_ms(self) -> float:
+        return self.pi.target_ms
+
+    def update(self, measured_ms: float, dense_equivalent_ms: float | None = None) -> float:
+        if self.relative is not None and dense_equivalent_ms is not None:
+            d = dense_equivalent_ms
+            self.dense_ms = d if self.dense_ms is None else (1 - self.ema) * self.dense_ms + self.ema * d
+            self.pi.target_ms = self.relative * self.dense_ms
+        self.pi.update(measured_ms)
+        return self.lo + self.pi.u * (self.hi - self.lo)
+
+
+def attach(model: nn.Module, example_input: torch.Tensor, config: LWACConfig | None = None, *,
+           block_types: Iterable[type] = (), inplace: bool = False, latency_n: int = 20,
+           threads: int | None = None) -> LWACModel:
+    """Attach an ACU after every calibratable unit of ``model``; returns the :class:`LWACModel`.
+
+    ``inplace=False`` (default) works on a deep copy: the base model and its weights are untouched.
+    ``example_input`` (batch 1) gives each unit's shapes, MACs and an initial latency.
+    """
+    cfg = (config or LWACConfig()).validate()
+    base = model if inplace else copy.deepcopy(model)
+    base.eval()
+    found = find_units(base, block_types)
+    infos = {l.name: l for l in list_layers(base, example_input, "block", block_types)}
+    dense_macs = _total_macs(base, example_input)
+    names = [n for n, _, _ in found]
+    try:
+        lat = per_layer_latency(base, example_input, leaf_names=names, n=latency_n, warmup=3, threads=threads)
+    except Exception as exc:  # a unit that is never reached, a model the hooks cannot time
+        log.warning("per-unit latency not measured (%s); costs use MACs until the monitor has samples", exc)
+        lat = {}
+    state = LWACState(len(found), cfg)
+    buffer = SharedBuffer(len(found))
+    tracker = RelevanceTracker(len(found), cfg.window, cfg.eta)
+    acus, units = [], []
+    for i, (name, mod, kind) in enumerate(found):
+        adapter = adapter_for(mod, kind)
+        info = infos[name]
+        gated = cfg.mode == "soft" or adapter.bypassable
+        controller = None
+        if gated and cfg.policy == "neural" and info.input_shape is not None and len(info.input_shape) >= 2:
+            kind_s = summary_kind(cfg.summary, info.input_shape)
+            controller = UnitController(summary_features(kind_s, info.input_shape), cfg.hidden)
+            controller.summary = kind_s
+        units.append(UnitInfo(i, name, kind, adapter.bypassable, info.macs, info.params, info.input_shape,
+                              info.output_shape, lat[name].median_ms if name in lat else None))
+        acu = AttentionCalibrationUnit(mod, i, name, kind, adapter, state, buffer, tracker, controller)
+        _replace(base, name, acu)
+        acus.append(acu)
+    if cfg.mode == "hard" and not any(u.bypassable for u in units):
+        log.warning("no unit of %s can be bypassed (all change shape): hard mode will save nothing; "
+                    "use mode='soft' to scale them", type(model).__name__)
+    return LWACModel(base, acus, units, state, buffer, tracker, dense_macs).eval()
+
+
+def _total_macs(model: nn.Module, x) -> int:
+    from ..measure import count_macs
+    return int(count_macs(model, x).total)
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
