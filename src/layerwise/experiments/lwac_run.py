@@ -21,6 +21,7 @@ from ..errors import LayerwiseError
 from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, choose_lambda, crossfit_sweep,
                     gather_relevance, lambda_range, sweep_lambda, train_controllers)
 from ..lwac.config import LWACError
+from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
 from ..lwac.robust import branch_dropout, residual_model_kwargs
 from ..measure import artifact_size, compare_latency, count_params, measure_energy, peak_memory
@@ -42,7 +43,7 @@ class LWACOptions:
     epochs: int = 30
     drop_path: float = 0.2
     branch_drop: float = 0.3
-    policy: str = "neural"
+    policy: str = "auto"  # "auto": neural or heuristic, whichever is faster on validation within tolerance
     tolerance: float = 0.005  # accuracy drop allowed on (cross-fitted) validation when choosing lambda
     n: int = 300  # timed calls per variant
     warmup: int = 20
@@ -53,6 +54,8 @@ class LWACOptions:
 
     def validate(self) -> "LWACOptions":
         self.budgets = [check_budget(b) for b in self.budgets]
+        if self.policy not in ("auto", "neural", "heuristic"):
+            raise LWACError(f"--policy must be 'auto', 'neural' or 'heuristic', not {self.policy!r}")
         if not 0.0 <= self.tolerance < 1.0:
             raise LWACError(f"--tolerance must be a fraction in [0, 1), not {self.tolerance}")
         if self.quick:
@@ -169,6 +172,23 @@ def calibrate(lwac: LWACModel, data, opts: LWACOptions, dense_ms: float, device:
             "sweep": [p.to_json() for p in points], "chosen": best.to_json()}
 
 
+def select_policy(models: dict[str, LWACModel], calibs: dict[str, dict], val_inputs, x1, opts: LWACOptions,
+                  threads) -> PolicyChoice:
+    """Validation numbers per calibrated policy -> :func:`layerwise.lwac.choose_policy`.
+
+    Accuracy: the (cross-fitted) validation accuracy at the policy's chosen lambda; latency: the
+    median batch-1 latency on validation inputs, the candidates timed interleaved."""
+    lat = compare_latency({k: (_Cycle(m, val_inputs), x1) for k, m in models.items()},
+                          n=max(20, opts.n // 2), warmup=opts.warmup, threads=threads)
+    stats = {k: PolicyStats(val_accuracy=calibs[k]["chosen"]["accuracy"], val_latency_ms=lat[k].median_ms,
+                            val_iqr_ms=lat[k].iqr_ms, est_latency_ratio=calibs[k]["chosen"]["est_latency_ratio"])
+             for k in models}
+    dense_val = max(c["dense_val_accuracy"] for c in calibs.values())
+    choice = choose_policy(stats, dense_val, opts.tolerance)
+    log.info("policy on validation: %s (%s)", choice.policy, choice.reason)
+    return choice
+
+
 # ---- the command --------------------------------------------------------------------------------
 
 @dataclass
@@ -190,25 +210,31 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     directory = out_dir(spec, "lwac")
     base, base_info = prepare_base(spec, data, opts, directory, progress)
     x1 = example_input(data, 1, device)
+    val_inputs = [data.val[i][0].unsqueeze(0).to(device) for i in range(min(len(data.val), 100))]
+
+    # ---- attach + calibrate + choose the policy: VALIDATION only (the test split is not read yet)
+    policies = ["neural", "heuristic"] if opts.policy in ("auto", "neural") else ["heuristic"]
+    dense_est = compare_latency({"dense": (_Cycle(base, val_inputs), x1)}, n=max(20, opts.n // 5),
+                                warmup=opts.warmup, threads=threads)["dense"].median_ms
+    models: dict[str, LWACModel] = {}
+    calibs: dict[str, dict] = {}
+    for pol in policies:
+        models[pol] = attach(base, x1, LWACConfig(policy=pol), threads=threads)
+        calibs[pol] = calibrate(models[pol], data, opts, dense_est, device)
+    choice = select_policy(models, calibs, val_inputs, x1, opts, threads)
+    chosen = choice.policy if opts.policy == "auto" else opts.policy
+    lw, calib = models[chosen], calibs[chosen]
+    others = {f"lwac-{pol}": models[pol] for pol in policies if pol != chosen}  # the other policy, reported beside
+
     test_inputs = [data.test[i][0].unsqueeze(0).to(device) for i in range(len(data.test))]
     y_test = torch.as_tensor([data.test[i][1] for i in range(len(data.test))])
     n_lat_inputs = test_inputs[: min(len(test_inputs), 100)]
-
-    # ---- attach + calibrate (validation only)
-    cfg = LWACConfig(policy=opts.policy)
-    lw = attach(base, x1, cfg, threads=threads)
-    dense_est = compare_latency({"dense": (_Cycle(base, n_lat_inputs), x1)}, n=max(20, opts.n // 5),
-                                warmup=opts.warmup, threads=threads)["dense"].median_ms
-    calib = calibrate(lw, data, opts, dense_est, device)
-    heur = None
-    if opts.policy == "neural":  # the paper's heuristic rule, for comparison
-        heur = attach(base, x1, LWACConfig(policy="heuristic"), threads=threads)
-        calib_h = calibrate(heur, data, opts, dense_est, device)
     overhead = lw.clone()
 
     variants: dict[str, object] = {"dense": base, "lwac": lw, "acu-overhead (alpha=1)": _Pinned(overhead)}
-    if heur is not None:
-        variants["lwac-heuristic"] = heur
+    variants.update(others)
+    for oname, om in others.items():  # the other policy's machinery cost too (the neural one adds a dot product per gate)
+        variants[f"acu-overhead {oname[5:]} (alpha=1)"] = _Pinned(om.clone())
     budgeted: dict[str, LWACModel] = {}
     for f in opts.budgets:
         b = lw.clone()
@@ -238,7 +264,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
         else:
             preds[name] = _predict(fn, test_inputs)
             shares[name] = [1.0] * len(lw.units)
-            macs_exec[name] = float(lw.dense_macs + lw.controller_macs())
+            macs_exec[name] = float(lw.dense_macs + _controller_macs(fn))
     acc = {k: (p == y_test).float().mean().item() for k, p in preds.items()}
 
     # ---- latency, interleaved; budget variants keep controlling while timed
@@ -296,11 +322,15 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
         if name == "lwac":
             extra["calibration"] = {k: v for k, v in calib.items() if k != "sweep"}
             extra["lam"] = lw.state.lam
-        if name == "lwac-heuristic":
-            extra["calibration"] = {k: v for k, v in calib_h.items() if k != "sweep"}
+            extra["policy"] = chosen
+            extra["policy_choice"] = dict(choice.to_json(), requested=opts.policy, used=chosen)
+        if name in others:
+            pol = name.split("-", 1)[1]
+            extra["calibration"] = {k: v for k, v in calibs[pol].items() if k != "sweep"}
+            extra["policy"] = pol
         extra["accuracy_drop_pt"] = 100 * (acc["dense"] - acc[name])
         out_variants.append(Variant(
-            name=name, accuracy=acc[name], macs=int(lw.dense_macs) + (lw.controller_macs() if is_lwac else 0),
+            name=name, accuracy=acc[name], macs=int(lw.dense_macs) + _controller_macs(fn),
             macs_executed=int(round(macs_exec[name])), params=lw_params if is_lwac else params,
             size_bytes=lw_size if is_lwac else size, latency_ms=lat[name].to_json(),
             peak_mem_bytes=mem.bytes if mem is not None else None,
@@ -313,6 +343,11 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     path = write_results(directory, results)
     table, checks = _summary(out_variants, acc, lat, len(test_inputs))
     return LWACOutput(path, results, table, checks)
+
+
+def _controller_macs(fn) -> int:
+    m = fn.lwac if isinstance(fn, _Pinned) else fn
+    return m.controller_macs() if isinstance(m, LWACModel) else 0
 
 
 def _settle(b: LWACModel, inputs, steps: int) -> None:
@@ -390,10 +425,10 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
     checks.append(f"lwac: accuracy drop {drop:+.2f} pt (1 test sample = {point:.2f} pt) "
                   f"[{'ok' if drop <= 0.5 + 1e-9 else 'MISSED'} <= 0.5], latency {ratio:.3f}x dense "
                   f"[{'ok' if ratio <= 0.8 else 'MISSED'} <= 0.80]")
-    ov = next((v for v in variants if v.name.startswith("acu-overhead")), None)
-    if ov is not None:
+    for ov in (v for v in variants if v.name.startswith("acu-overhead")):
         r = ov.latency_ms["median"] / dense.latency_ms["median"]
-        checks.append(f"ACU overhead with alpha=1, nothing bypassed: {100 * (r - 1):+.1f} % "
+        which = "" if ov.name == "acu-overhead (alpha=1)" else f" ({ov.name.split()[1]} policy, not deployed)"
+        checks.append(f"ACU overhead with alpha=1, nothing bypassed{which}: {100 * (r - 1):+.1f} % "
                       f"[{'ok' if r <= 1.05 else 'MISSED'} <= 5 %]")
     for v in variants:
         if "budget" in v.extra:
@@ -411,7 +446,9 @@ def add_arguments(p) -> None:
     add_common_arguments(p)
     p.add_argument("--latency-budget", type=float, nargs="+", default=[], metavar="F",
                    help="also evaluate lwac@F: PI control of lambda to F x dense latency, F in (0, 1]")
-    p.add_argument("--policy", choices=("neural", "heuristic"), default="neural")
+    p.add_argument("--policy", choices=("auto", "neural", "heuristic"), default="auto",
+                   help="auto: the neural controller or the heuristic rule, whichever has the lower batch-1 "
+                        "latency on VALIDATION among those within --tolerance of dense validation accuracy")
     p.add_argument("--epochs", type=int, default=30, help="base training epochs (cached in OUT/base)")
     p.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth of the residual base model")
     p.add_argument("--branch-drop", type=float, default=0.3, help="branch dropout of a multi-branch base model")
@@ -419,6 +456,13 @@ def add_arguments(p) -> None:
                    help="validation accuracy drop allowed when choosing lambda (fraction)")
     p.add_argument("--n", type=int, default=300, help="timed calls per variant (interleaved)")
     p.add_argument("--quick", action="store_true", help="tiny run for tests: 2 epochs, few timings")
+
+
+def _policy_line(pc: dict) -> str:
+    cands = ", ".join(f"{k} {100 * v['val_accuracy']:.2f} % / {v['val_latency_ms']:.3f} ms"
+                      for k, v in pc["candidates"].items())
+    return (f"policy: {pc['requested']} -> {pc['used']} (validation only: {cands}; dense val "
+            f"{100 * pc['dense_val_accuracy']:.2f} %)")
 
 
 def run_command(args, progress=None) -> CommandReport:
@@ -431,6 +475,7 @@ def run_command(args, progress=None) -> CommandReport:
     lines = [f"LWAC on {res.model} / {res.dataset} (batch 1, {res.env['threads']} threads, test n="
              f"{res.variants[0].extra['test_n']})",
              f"base: {res.variants[0].extra['base']['training']}",
+             _policy_line(res.variants[1].extra["policy_choice"]),
              text_table(out.table, header, left=1),
              "(* energy estimated: process CPU time x W per core; see energy_j.source)",
              "", *out.checks, "",

@@ -37,6 +37,7 @@ from .config import LWACConfig, LWACError, check_budget
 from .controller import UnitController, summarise
 from .equations import activation_entropy, alpha, calibrate, cost, normalise, regulariser, relevance
 from .finetune import FineTuneConfig, finetune
+from .policy import PolicyChoice, PolicyStats, choose_policy
 from .monitor import (ResourceMonitor, ResourceState, SharedBuffer, SimulatedMonitor, cpu_contention,
                       draining_battery, merge_traces)
 from .robust import branch_dropout, residual_model_kwargs
@@ -44,10 +45,10 @@ from .runtime import LWACModel, UnitInfo, attach
 from .tracker import RelevanceTracker, RingBuffer
 
 __all__ = [
-    "BypassLabels", "FineTuneConfig", "LWACConfig", "LWACError", "LWACModel", "LambdaPoint", "PIController",
+    "BypassLabels", "FineTuneConfig", "LWACConfig", "LWACError", "LWACModel", "LambdaPoint", "PIController", "PolicyChoice", "PolicyStats",
     "RelevanceTracker", "ResourceMonitor", "ResourceState", "RingBuffer", "SharedBuffer", "SimulatedMonitor",
     "UnitController", "UnitInfo", "activation_entropy", "alpha", "attach", "branch_dropout", "budget_controller",
-    "bypass_labels", "calibrate", "check_budget", "choose_lambda", "cost", "cpu_contention", "crossfit_sweep",
+    "bypass_labels", "calibrate", "check_budget", "choose_lambda", "choose_policy", "cost", "cpu_contention", "crossfit_sweep",
     "draining_battery", "finetune", "gather_relevance", "lambda_range", "merge_traces", "normalise", "regulariser",
     "relevance", "residual_model_kwargs", "summarise", "sweep_lambda", "train_controllers",
 ]

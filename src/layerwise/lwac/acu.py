@@ -36,6 +36,19 @@ from .state import LWACState
 from .tracker import RelevanceTracker
 from .units import ScaleOnlyAdapter
 
+from torch.nn.modules import module as _torch_module
+
+_GLOBAL_HOOKS = (_torch_module._global_forward_hooks, _torch_module._global_forward_pre_hooks,
+                 _torch_module._global_backward_hooks, _torch_module._global_backward_pre_hooks)
+_tracing = torch._C._get_tracing_state
+
+
+def hooked(module: nn.Module) -> bool:
+    """True when a hook (on ``module`` or global) or tracing needs ``nn.Module.__call__``."""
+    d = module.__dict__
+    return bool(d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"] or d["_backward_pre_hooks"]
+                or _GLOBAL_HOOKS[0] or _GLOBAL_HOOKS[1] or _GLOBAL_HOOKS[2] or _GLOBAL_HOOKS[3] or _tracing())
+
 
 class AttentionCalibrationUnit(nn.Module):
     def __init__(self, unit: nn.Module, unit_index: int, unit_name: str, kind: str, adapter: ScaleOnlyAdapter,
@@ -51,21 +64,36 @@ class AttentionCalibrationUnit(nn.Module):
         cfg = state.config
         self.gated = cfg.mode == "soft" or adapter.bypassable
         self.soft = cfg.mode == "soft"
+        self.hard1 = self.gated and not self.soft  # the batch-1 hard-gate fast path applies
         # plain attributes (not modules): shared with the runtime and every other ACU
         self.__dict__["_adapter"] = adapter
         self.__dict__["_state"] = state
         self.__dict__["_buffer"] = buffer
         self.__dict__["_tracker"] = tracker
+        # decision-time shortcuts: plain attributes, so the hot path never goes through
+        # nn.Module.__getattr__ (``self.unit`` / ``self.controller`` would)
+        self.__dict__["_unit"] = unit
+        self.__dict__["_ctrl"] = controller
+
+    def __call__(self, *args, **kwargs):
+        """``nn.Module.__call__`` without its dispatch cost when nothing hooks this ACU.
+
+        At batch 1 the module-call machinery costs about as much as the ACU's decision; with a
+        hook registered (on this ACU or globally), or under tracing, the ordinary path runs."""
+        if kwargs or len(args) != 1 or hooked(self):
+            return nn.Module.__call__(self, *args, **kwargs)
+        return self.forward(args[0])
 
     def __getattr__(self, name: str):
-        # the parent model may read attributes of the unit it holds (MultiBranchCNN reads branch.index)
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            modules = self.__dict__.get("_modules")
-            if not modules or "unit" not in modules or name.startswith("__"):
-                raise
+        # the parent model may read attributes of the unit it holds (MultiBranchCNN reads
+        # branch.index at every forward): delegate without raising, since an AttributeError
+        # caught per call costs microseconds at batch 1
+        d = self.__dict__
+        modules = d.get("_modules")
+        if (modules is not None and "unit" in modules and not name.startswith("__") and name not in modules
+                and name not in d["_parameters"] and name not in d["_buffers"]):
             return getattr(modules["unit"], name)
+        return super().__getattr__(name)
 
     # ---- decision ---------------------------------------------------------------------------
     def score(self, x: torch.Tensor):
@@ -80,7 +108,34 @@ class AttentionCalibrationUnit(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        st, i = self._state, self.unit_index
+        st = self._state
+        if not (st.forced or st.recording or st.track_now or st.soft_train):
+            # the deployment path: no bookkeeping beyond the run/bypass counters
+            if not self.gated:  # hard mode, a unit that is never bypassed: as in the base model
+                st.executed[self.unit_index] += x.shape[0]
+                return self._unit(x)
+            if self.hard1 and x.shape[0] == 1:
+                return self._hard_one(st, x)
+        return self._forward_general(st, x)
+
+    def _hard_one(self, st: LWACState, x: torch.Tensor) -> torch.Tensor:
+        """Hard gate at batch 1: one score (a dot product and ONE ``.item()`` for the neural
+        policy, two list reads for the heuristic one), one comparison, then run or bypass."""
+        i = self.unit_index
+        ctrl = self._ctrl
+        cfg = st.config
+        if ctrl is None or cfg.policy == "heuristic":
+            z = cfg.gamma * st.relevance[i] - st.pressure[i]  # eq. (2)'s argument, tracked R
+        else:
+            z = cfg.gamma * ctrl.score_one(x) - st.pressure[i]  # eq. (2)'s argument, R_i(x)
+        if st.pinned or z >= st.z_threshold:  # alpha >= threshold (or the overhead check): run unscaled
+            st.executed[i] += 1
+            return self._unit(x)
+        st.bypassed[i] += 1
+        return self._adapter.bypass(x)  # the unit itself is never called
+
+    def _forward_general(self, st: LWACState, x: torch.Tensor) -> torch.Tensor:
+        i = self.unit_index
         b = x.shape[0]
         adapter = self._adapter
         if not self.gated:

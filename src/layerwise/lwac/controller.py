@@ -79,7 +79,7 @@ class UnitController(nn.Module):
         self.mean.zero_()
         self.inv_std.fill_(1.0)
         self.fused = False
-        self.__dict__.pop("_expanded", None)
+        self.__dict__.pop("_fast", None)
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -93,7 +93,19 @@ class UnitController(nn.Module):
         self.mean.zero_()
         self.inv_std.fill_(1.0)
         self.fused = True
-        self.__dict__.pop("_expanded", None)
+        self.__dict__.pop("_fast", None)
+
+    def invalidate(self) -> None:
+        """Drop the batch-1 fast-path cache of :meth:`score_one` (call after changing weights)."""
+        self.__dict__.pop("_fast", None)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .float(), ...: the cached weight would be stale
+        self.invalidate()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.invalidate()
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def set_standardisation(self, features: torch.Tensor) -> None:
         self.mean.copy_(features.mean(dim=0))
@@ -103,19 +115,20 @@ class UnitController(nn.Module):
         """R_i for ONE input (batch 1) of a fused linear controller on the channel means, in a
         single op: w . mean_c(x) = sum over (c, position) of x * w_c / positions, so the pooled
         summary and the linear layer become one dot product with a weight expanded per position
-        (cached per input shape). Falls back to :meth:`score` otherwise."""
-        if not (self.fused and self.fc1 is None and self.summary == "mean" and x.dim() > 2):
+        (cached for the last input shape, as a plain tensor with the bias as a float: no autograd,
+        no module attribute lookups), and ONE ``.item()``. Falls back to :meth:`score` otherwise."""
+        fast = self.__dict__.get("_fast")
+        if fast is not None and fast[0] == x.shape:
+            return torch.dot(x.reshape(-1), fast[1]).item() + fast[2]
+        if not (self.fused and self.fc1 is None and self.summary == "mean" and x.dim() > 2 and x.shape[0] == 1):
             return self.score(summarise(x, self.summary)).item()
-        key = tuple(x.shape[1:])
-        cache = self.__dict__.setdefault("_expanded", {})
-        w = cache.get(key)
-        if w is None or w.device != x.device:
+        # once per input shape; a normal tensor even when first called under inference_mode, so that
+        # later calls with autograd on can use it
+        with torch.inference_mode(False), torch.no_grad():
             positions = x[0, 0].numel()
-            w = (self.fc2.weight[0].detach() / positions).repeat_interleave(positions).to(x.device)
-            cache.clear()
-            cache[key] = w
-            self.__dict__["_bias"] = float(self.fc2.bias.detach()[0])
-        return torch.dot(x.reshape(-1), w).item() + self.__dict__["_bias"]
+            w = (self.fc2.weight[0].detach() / positions).repeat_interleave(positions).to(x.device).contiguous()
+            self.__dict__["_fast"] = (x.shape, w, float(self.fc2.bias.detach()[0]))
+        return torch.dot(x.reshape(-1), w).item() + self.__dict__["_fast"][2]
 
     def score(self, summary: torch.Tensor) -> torch.Tensor:
         if self.fused and self.fc1 is None:  # one op: bias + summary @ w

@@ -51,6 +51,7 @@ def finetune(lwac: LWACModel, train_set, config: FineTuneConfig | None = None) -
         p.requires_grad_(not cfg.freeze_base)
     for a in gated:
         a.controller.fused = False  # standardisation buffers are already folded; keep the weights as they are
+        a.controller.invalidate()  # the weights are about to change: no stale batch-1 cache
     opt = torch.optim.Adam(params + ([] if cfg.freeze_base else base_params), lr=cfg.lr)
     costs = torch.tensor([lwac.state.cost[a.unit_index] for a in gated])
     st = lwac.state

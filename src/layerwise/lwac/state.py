@@ -17,6 +17,7 @@ class LWACState:
 
     def __init__(self, num_units: int, config: LWACConfig):
         self.config = config
+        self.z_threshold = config.z_threshold  # logit(threshold), read at every decision (config is fixed after attach)
         self.num_units = num_units
         self.lam = config.lam
         self.pressure = [0.0] * num_units
