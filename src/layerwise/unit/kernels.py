@@ -39,7 +39,7 @@ from torch import Tensor
 from ..errors import LayerwiseError
 from .counts import MacCounts
 from .division import kernel_args, ratio_scalar
-from .reference import _tuple, conv_pads, threshold_per_output
+from .reference import _tuple, check_conv_input, conv_pads, threshold_per_output
 
 
 class KernelResult(NamedTuple):
@@ -255,13 +255,7 @@ def unit_conv_kernel(x: Tensor, weight: Tensor, bias: Tensor | None, threshold: 
                      padding_mode: str = "zeros", division: str = "exact", skip: bool = True,
                      **division_opts) -> KernelResult:
     """UnIT Conv1d / Conv2d through the compiled SONIC-order kernel (arguments as ``F.conv*d``)."""
-    nd = weight.dim() - 2
-    if nd not in (1, 2):
-        raise LayerwiseError(f"UnIT conv supports 1-d and 2-d kernels, got {nd}-d")
-    if x.dim() != nd + 2:
-        raise LayerwiseError(
-            f"conv input has shape {tuple(x.shape)}; pass a batched [B, C, ...] tensor with "
-            f"{nd} spatial dims")
+    nd = check_conv_input(x, weight)
     kernel = tuple(weight.shape[2:])
     stride_t, dil_t = _tuple(stride, nd), _tuple(dilation, nd)
     pads = conv_pads(padding, kernel, dil_t)           # F.pad order: last dim first

@@ -200,13 +200,7 @@ def conv_columns(x: Tensor, weight: Tensor, *, stride, padding, dilation, groups
     weight ``w2[o, r]`` multiplies at output position ``p``. Padding is applied first (zeros or
     ``padding_mode``), so padded positions are real entries of ``cols``.
     """
-    nd = weight.dim() - 2
-    if nd not in (1, 2):
-        raise LayerwiseError(f"UnIT conv supports 1-d and 2-d kernels, got {nd}-d")
-    if x.dim() != nd + 2:
-        raise LayerwiseError(
-            f"conv input has shape {tuple(x.shape)}; pass a batched [B, C, ...] tensor with "
-            f"{nd} spatial dims")
+    nd = check_conv_input(x, weight)
     kernel = tuple(weight.shape[2:])
     stride_t, dil_t = _tuple(stride, nd), _tuple(dilation, nd)
     pads = conv_pads(padding, kernel, dil_t)
@@ -233,6 +227,18 @@ def conv_columns(x: Tensor, weight: Tensor, *, stride, padding, dilation, groups
     w2 = weight.reshape(weight.shape[0], -1)
     out_spatial = (ow,) if nd == 1 else (oh, ow)
     return cols, w2, out_spatial
+
+
+def check_conv_input(x: Tensor, weight: Tensor) -> int:
+    """The number of spatial dims (1 or 2) of a UnIT conv, or a LayerwiseError naming the fix."""
+    nd = weight.dim() - 2
+    if nd not in (1, 2):
+        raise LayerwiseError(f"UnIT conv supports 1-d and 2-d kernels, got {nd}-d")
+    if x.dim() != nd + 2:
+        raise LayerwiseError(
+            f"conv input has shape {tuple(x.shape)}; pass a batched [B, C, ...] tensor with "
+            f"{nd} spatial dims")
+    return nd
 
 
 def unit_conv(x: Tensor, weight: Tensor, bias: Tensor | None, threshold: Tensor | float, *,
