@@ -15,10 +15,13 @@ fake-quant model exactly, and latency is measured.
 
 Where the paper is ambiguous, and what this package does (also in docs/adalayer.md):
 
-- **A_l** ("normalized accuracy contribution"): measured, as the drop of validation accuracy when
-  only layer l is compressed at a probe setting (default: pruned 50 % by magnitude, 3 bits),
-  clipped at 0 and divided by the largest drop. Ties at zero drop (a robust model): the validation
-  loss increase is used instead. The validation split is used, never the test split.
+- **A_l** ("normalized accuracy contribution"): measured on the validation split (never test) by
+  compressing only layer l at a probe setting (default: pruned 80 % by magnitude, 2 bits); the
+  damage s_l is the increase of validation LOSS (continuous; the accuracy drop on a small val split
+  is 0 for most layers at a mild probe), clipped at 0, and A_l = log1p(s_l/m)/log1p(max s/m) with
+  m the median positive s (the raw s span 3 orders of magnitude; s/max flattens all but 2 layers
+  of resnet20 to ~0). Chosen on measured evidence (docs/adalayer.md, "Choosing the probe");
+  ``probe_metric="accuracy"`` and ``normalisation="max"`` give the literal reading.
 - **F_l** ("computational cost (FLOPS)"): the layer's share of the compressible layers' MACs.
 - **Sign of beta**: eq. (1) adds F to I, which would PROTECT costly layers; the paper's text and
   the issue want costly layers compressed harder, so the default is beta = -1 (alpha = 1), and I
@@ -37,7 +40,8 @@ Where the paper is ambiguous, and what this package does (also in docs/adalayer.
   (LSTM/GRU, transposed conv) are stored as fp16 passthrough tensors (listed, counted in the size);
   the fake-quant model rounds them to fp16 too so the equality is exact.
 - **Uniform baseline** (Table 2, "fixed-rate pruning & quantization"): one ratio and one bit width
-  for all layers, searched to the same packed size, fine-tuned with the same recipe.
+  for all layers, searched to the same packed size (only candidates within 1 % of the largest
+  fitting size compete, then best val accuracy), fine-tuned with the same recipe.
 - **Structured mode** (not in the paper): whole channels removed at P_l by Torch-Pruning's
   dependency graph; a coupled group takes its members' smallest P_l.
 """

@@ -17,8 +17,10 @@ class AdaLayerConfig:
     alpha: float = 1.0
     beta: float = -1.0  # negative: a layer with a larger share of the MACs is protected less
     importance: str = "accuracy"  # "accuracy" (the paper's A_l, measured) or "hessian" (Hutchinson)
-    probe_ratio: float = 0.5  # the probe setting that measures A_l: prune this fraction ...
-    probe_bits: int = 3  # ... and quantize to this many bits, one layer at a time
+    probe_ratio: float = 0.8  # the probe setting that measures A_l: prune this fraction ...
+    probe_bits: int = 2  # ... and quantize to this many bits, one layer at a time
+    probe_metric: str = "loss"  # A_l from the val "loss" increase (default) or the val "accuracy" drop
+    normalisation: str = "log"  # A_l = log1p(s/median)/log1p(max/median) ("log") or s/max ("max")
     hessian_samples: int = 8  # Hutchinson vectors per layer estimate
     hessian_batches: int = 2
     # eq. (2) P_l = gamma * (1 - I_l) + delta * R_l, clipped to [0, p_max]
@@ -50,6 +52,10 @@ class AdaLayerConfig:
         if not 0.0 <= self.probe_ratio < 1.0 or not 2 <= self.probe_bits <= 16:
             raise bad(f"probe setting ratio={self.probe_ratio}, bits={self.probe_bits}; use ratio in [0, 1) "
                       "and 2..16 bits")
+        if self.probe_metric not in ("loss", "accuracy"):
+            raise bad(f"probe_metric={self.probe_metric!r}; use 'loss' or 'accuracy'")
+        if self.normalisation not in ("log", "max"):
+            raise bad(f"normalisation={self.normalisation!r}; use 'log' or 'max'")
         if self.importance not in ("accuracy", "hessian"):
             raise bad(f"importance={self.importance!r}; use 'accuracy' or 'hessian'")
         if self.passthrough_dtype not in ("float16", "float32"):

@@ -20,7 +20,7 @@ from .compress import attach_fake_quant, bake, make_masks, quantize_layers, spar
 from .config import AdaLayerConfig, Allocation, LayerPlan
 from .hessian import hessian_sensitivity
 from .importance import (Sensitivity, cache_key, layer_importance, load_cached, mac_shares, normalise,
-                         probe_accuracy_drops, store_cached)
+                         probe_accuracy_drops, probe_score, store_cached)
 from .packed import Architecture, encode_packed
 from .quantize import QuantizedWeight
 from .structured import classifier_name, prune_channels
@@ -89,11 +89,14 @@ def analyse(model: nn.Module, data, example_input: torch.Tensor, config: AdaLaye
                                        batches=config.hessian_batches, device=device, seed=config.seed)
         else:
             sens = probe_accuracy_drops(model, targets, data.val, probe_ratio=config.probe_ratio,
-                                        probe_bits=config.probe_bits, device=device, progress=progress)
+                                        probe_bits=config.probe_bits, metric=config.probe_metric, device=device,
+                                        progress=progress)
         store_cached(cache_dir, key, sens)
     else:
         log.info("sensitivities from cache (%s)", key)
-    a = normalise(sens.score)
+    if config.importance == "accuracy":  # the cache holds both raw measurements; the metric picks one
+        sens.score = probe_score(sens.accuracy_drop, sens.loss_increase, config.probe_metric)
+    a = normalise(sens.score, config.normalisation)  # A_l, eq. (1)
     f = mac_shares(macs)
     return Analysis(targets, skipped, macs, params, sens, a, f, redundancy(targets),
                     layer_importance(a, f, config.alpha, config.beta))

@@ -2,9 +2,12 @@
 size as AdaLayerNet (the paper's "uniform compression", Table 2).
 
 For each bit width in ``bits_options`` the smallest common ratio whose packed file fits the target
-is found by bisection on the real packed size; the candidates are then ranked by validation
-accuracy (before fine-tuning) and the best ``finetune_top`` are fine-tuned with the same recipe
-as AdaLayerNet; the one with the best validation accuracy after fine-tuning is the baseline.
+is found by bisection on the real packed size. "Tuned to the same packed size" is enforced by
+:func:`same_size`: only the candidates whose size is within ``band`` (default 1 %) of the LARGEST
+fitting size compete (a bit width that fits unpruned, e.g. 4 bits at 0 % when the target is 3 %
+larger, is smaller than the target and drops out unless nothing else fits); among those the
+ranking is by validation accuracy (before fine-tuning), the best ``finetune_top`` are fine-tuned
+with the same recipe as AdaLayerNet, and the best validation accuracy after fine-tuning wins.
 """
 
 from __future__ import annotations
@@ -47,3 +50,11 @@ def uniform_candidates(size_of: Callable[[float, int], int], target_bytes: int, 
                 lo = mid
         found.append(UniformCandidate(bits, hi, s_hi))
     return found
+
+
+def same_size(candidates: list[UniformCandidate], band: float = 0.01) -> list[UniformCandidate]:
+    """The candidates whose packed size is within ``band`` of the largest one (all fit the target)."""
+    if not candidates:
+        return []
+    top = max(c.packed_bytes for c in candidates)
+    return [c for c in candidates if c.packed_bytes >= (1.0 - band) * top]

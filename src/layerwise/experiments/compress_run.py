@@ -22,6 +22,8 @@ from ..adalayer.budget import check_budget
 from ..adalayer.int8 import finalize, global_prune, quantize_int8
 from ..adalayer.pipeline import analyse, finetune_config
 from ..adalayer.targets import find_targets
+from ..adalayer.uniform import UniformCandidate, same_size
+from ..errors import LayerwiseError
 from ..measure import artifact_size, compare_latency, count_macs, measure_energy, peak_memory
 from ..results import Results, Variant, env_info, write_results
 from ..train import evaluate, load_checkpoint, load_weights, train, TrainConfig
@@ -41,6 +43,7 @@ class CompressOptions:
     base_batch_size: int = 64
     uniform_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     uniform_top: int = 2  # uniform candidates fine-tuned (best val accuracy after fine-tune wins)
+    uniform_band: float = 0.01  # uniform candidates within this fraction of the largest fitting size compete
     latency_n: int = 200
     latency_batch: int = 32
     cache_dir: Path | None = None
@@ -95,6 +98,39 @@ def _int8_variant(base: nn.Module, data, sparsity: float, cfg: AdaLayerConfig, d
     return model, quantize_int8(model)
 
 
+@dataclass
+class UniformChoice:
+    chosen: UniformCandidate
+    candidates: list[UniformCandidate]
+    model: nn.Module
+    packed: bytes
+
+
+def fit_uniform(base: nn.Module, data, arch: Architecture, cfg: AdaLayerConfig, opts: CompressOptions, *,
+                target_bytes: int, device: str = "cpu", progress=None) -> UniformChoice:
+    """The ``uniform`` baseline at (as close as possible to) ``target_bytes``: per bit width the least
+    common ratio that fits; only candidates within ``opts.uniform_band`` of the largest fitting size
+    compete (same packed size); the ``uniform_top`` best by val accuracy are fine-tuned with the
+    same recipe and the best val accuracy after fine-tuning wins. Test data is never looked at."""
+    cands = uniform_candidates(uniform_size_fn(base, arch, cfg), target_bytes, list(opts.uniform_bits), cfg.p_max)
+    if not cands:
+        raise LayerwiseError(f"no uniform ratio/bit width in {list(opts.uniform_bits)} fits {target_bytes:,} bytes: "
+                             "pass a larger --budget")
+    for c in cands:
+        m = copy.deepcopy(base)
+        compress_uniform(m, data, arch, prune_ratio=c.prune_ratio, bits=c.bits, config=cfg, finetune=False)
+        c.val_accuracy = evaluate(m, data.val, device=device).accuracy
+    competing = same_size(cands, opts.uniform_band)
+    best = None
+    for c in sorted(competing, key=lambda c: (-c.val_accuracy, -c.packed_bytes))[:max(1, opts.uniform_top)]:
+        m, _, packed = compress_uniform(copy.deepcopy(base), data, arch, prune_ratio=c.prune_ratio, bits=c.bits,
+                                        config=cfg, device=device, progress=progress)
+        c.val_accuracy_finetuned = evaluate(m, data.val, device=device).accuracy
+        if best is None or c.val_accuracy_finetuned > best.chosen.val_accuracy_finetuned:
+            best = UniformChoice(c, cands, m, packed)
+    return best
+
+
 def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, progress=None) -> CompressOutput:
     check_device(spec.device)
     check_budget(opts.budget)
@@ -121,20 +157,10 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
     onnx = export_and_check(ada_rebuilt, xb[:8], directory / "adalayer.onnx")
 
     # -- uniform at the same packed size ----------------------------------------------------------
-    target = len(ada.packed)
-    cands = uniform_candidates(uniform_size_fn(base, arch, cfg), target, list(opts.uniform_bits), cfg.p_max)
-    for c in cands:
-        m = copy.deepcopy(base)
-        compress_uniform(m, data, arch, prune_ratio=c.prune_ratio, bits=c.bits, config=cfg, finetune=False)
-        c.val_accuracy = evaluate(m, data.val, device=spec.device).accuracy
-    best = None
-    for c in sorted(cands, key=lambda c: -c.val_accuracy)[:max(1, opts.uniform_top)]:
-        m, _, packed = compress_uniform(copy.deepcopy(base), data, arch, prune_ratio=c.prune_ratio, bits=c.bits,
-                                        config=cfg, device=spec.device, progress=progress)
-        c.val_accuracy_finetuned = evaluate(m, data.val, device=spec.device).accuracy
-        if best is None or c.val_accuracy_finetuned > best[0].val_accuracy_finetuned:
-            best = (c, packed)
-    uni_path = write_packed(directory / "uniform.lwpk", best[1])
+    best = fit_uniform(base, data, arch, cfg, opts, target_bytes=len(ada.packed), device=spec.device,
+                       progress=progress)
+    cands = best.candidates
+    uni_path = write_packed(directory / "uniform.lwpk", best.packed)
     uni_rebuilt = load_packed(uni_path).model
 
     # -- torch-int8 at the same overall sparsity --------------------------------------------------
@@ -182,8 +208,9 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
                 extra["macs_executed_note"] = ("nonzero-weight MACs (what a sparse kernel would run); the rebuilt "
                                                "model runs dense PyTorch kernels, so its latency equals dense")
         if name == "uniform":
-            extra.update(prune_ratio=best[0].prune_ratio, bits=best[0].bits,
-                         candidates=[c.to_json() for c in cands], packed_path=str(uni_path))
+            extra.update(prune_ratio=best.chosen.prune_ratio, bits=best.chosen.bits,
+                         candidates=[c.to_json() for c in cands], same_size_band=opts.uniform_band,
+                         packed_path=str(uni_path))
         if name == "adalayer":
             extra.update(layers=table, skipped=[s.to_json() for s in ada.skipped], budget=ada.budget.to_json(),
                          allocation=ada.allocation.to_json(), sensitivity=ada.sensitivity.to_json(),
@@ -218,6 +245,12 @@ def add_arguments(p) -> None:
     p.add_argument("--structured", action="store_true", help="remove whole channels with Torch-Pruning")
     p.add_argument("--importance", choices=("accuracy", "hessian"), default="accuracy",
                    help="A_l from measured accuracy drops (paper) or Hutchinson Hessian traces (HAWQ-style)")
+    p.add_argument("--probe-ratio", type=float, default=0.8, help="eq. 1 probe: prune this fraction of one layer")
+    p.add_argument("--probe-bits", type=int, default=2, help="eq. 1 probe: quantize that layer to these bits")
+    p.add_argument("--probe-metric", choices=("loss", "accuracy"), default="loss",
+                   help="A_l from the val loss increase (default) or the val accuracy drop at the probe")
+    p.add_argument("--normalisation", choices=("log", "max"), default="log",
+                   help="A_l = log1p(s/median)/log1p(max/median) (default) or s/max")
     p.add_argument("--base-epochs", type=int, default=20, help="epochs to train the dense model (no --checkpoint)")
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--b-min", type=int, default=4)
@@ -236,6 +269,8 @@ def add_arguments(p) -> None:
 
 def run_command(args, progress=None) -> CommandReport:
     cfg = AdaLayerConfig(alpha=args.alpha, beta=args.beta, importance=args.importance, p_max=args.p_max,
+                         probe_ratio=args.probe_ratio, probe_bits=args.probe_bits, probe_metric=args.probe_metric,
+                         normalisation=args.normalisation,
                          b_min=args.b_min, b_max=args.b_max, eta=args.eta, finetune_epochs=args.finetune_epochs,
                          structured=args.structured, seed=args.seed)
     opts = CompressOptions(budget=args.budget, base_epochs=args.base_epochs, uniform_top=args.uniform_top,
@@ -264,7 +299,8 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
     ada = v["adalayer"].extra
     lines = [
         f"AdaLayerNet on {res.model} / {res.dataset}: budget {opts.budget:g} of the dense fp32 file, "
-        f"{ada['mode']}, importance={cfg.importance}, {res.env['threads']} threads",
+        f"{ada['mode']}, importance={cfg.importance} (probe {100 * cfg.probe_ratio:.0f} % / {cfg.probe_bits} bits, "
+        f"{cfg.probe_metric}, {cfg.normalisation}-normalised), {res.env['threads']} threads",
         "",
         "Per-layer plan (paper Fig. 6):",
         text_table(layer_rows, ["layer", "params", "after", "prune %", "bits", "acc contrib A", "importance I"],

@@ -100,3 +100,25 @@ def params_before_after(rows: list[dict], path: str | os.PathLike) -> Path:
     ax.set_title("Parameters per layer before and after AdaLayerNet")
     ax.legend()
     return _save(fig, path)
+
+
+def budget_sweep(rows: list[dict], path: str | os.PathLike, *, dense_accuracy: float | None = None) -> Path:
+    """Test accuracy against packed size / dense for ``adalayer`` and ``uniform`` over a budget sweep.
+    ``rows``: dicts with ada_size_frac, ada_accuracy, uni_size_frac, uni_accuracy, budget."""
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    rows = sorted(rows, key=lambda r: r["budget"])
+    ax.plot([100 * r["ada_size_frac"] for r in rows], [100 * r["ada_accuracy"] for r in rows], "o-",
+            label="adalayer")
+    ax.plot([100 * r["uni_size_frac"] for r in rows], [100 * r["uni_accuracy"] for r in rows], "s--",
+            label="uniform")
+    for r in rows:
+        ax.annotate(f"{r['budget']:g}", (100 * r["ada_size_frac"], 100 * r["ada_accuracy"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if dense_accuracy is not None:
+        ax.axhline(100 * dense_accuracy, color="grey", lw=0.8, ls=":", label="dense fp32")
+    ax.set_xlabel("packed file size, % of dense fp32")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("AdaLayerNet vs uniform over size budgets")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
