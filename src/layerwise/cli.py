@@ -25,13 +25,7 @@ def _progress():
 
 
 def _command_modules():
-    for name in COMMAND_MODULES:
-        qualified = f"layerwise.experiments.{name}"
-        try:
-            yield importlib.import_module(qualified)
-        except ModuleNotFoundError as exc:
-            if exc.name != qualified:  # a real missing dependency, not a command still to be written
-                raise
+    return [importlib.import_module(f"layerwise.experiments.{name}") for name in COMMAND_MODULES]
 
 
 def _cmd_list(args, progress=None):
