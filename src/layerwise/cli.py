@@ -36,7 +36,7 @@ def _cmd_list(args, progress=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layerwise", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="layerwise", description="Fit deep networks on constrained devices, layer by layer: UnIT, LWAC, AdaLayerNet, ELA.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in _command_modules():
