@@ -57,3 +57,13 @@ def test_safe_load_names_missing_and_truncated_files(tmp_path):
     p.write_bytes(p.read_bytes()[:50])
     with pytest.raises(CheckpointError, match="truncated"):
         safe_torch_load(p)
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == 0o644
