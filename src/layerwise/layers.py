@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import LayerwiseError
+from .measure._util import module_hooks
 from .measure.macs import count_macs
 
 Granularity = Literal["leaf", "block"]
@@ -113,7 +114,6 @@ def _first_tensor_shape(obj) -> tuple[int, ...] | None:
 @contextmanager
 def _shape_hooks(modules: dict[str, nn.Module]):
     shapes: dict[str, tuple] = {}
-    handles = []
 
     def make(name):
         def hook(_mod, args, output):
@@ -121,13 +121,8 @@ def _shape_hooks(modules: dict[str, nn.Module]):
                 shapes[name] = (_first_tensor_shape(args), _first_tensor_shape(output))
         return hook
 
-    try:
-        for name, mod in modules.items():
-            handles.append(mod.register_forward_hook(make(name)))
+    with module_hooks(modules, post=make):
         yield shapes
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _params(module: nn.Module) -> int:

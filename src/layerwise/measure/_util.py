@@ -13,6 +13,23 @@ import torch
 from ..errors import LayerwiseError
 
 
+@contextlib.contextmanager
+def module_hooks(modules: dict[str, torch.nn.Module], pre: Callable | None = None,
+                 post: Callable | None = None) -> Iterator[None]:
+    """Register ``pre(name)`` / ``post(name)`` hook factories on each named module; always removed."""
+    handles = []
+    try:
+        for name, mod in modules.items():
+            if pre is not None:
+                handles.append(mod.register_forward_pre_hook(pre(name)))
+            if post is not None:
+                handles.append(mod.register_forward_hook(post(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def call(model: Callable, example_input: Any) -> Any:
     """``model(x)`` for a tensor, ``model(*x)`` for a tuple/list, ``model(**x)`` for a dict."""
     if isinstance(example_input, (tuple, list)):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import LayerwiseError
-from ._util import batch_size_of, call, device_of, eval_mode, make_batch, num_threads, synchronize
+from ._util import batch_size_of, call, device_of, eval_mode, make_batch, module_hooks, num_threads, synchronize
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,6 @@ def _layer_timers(modules: Mapping[str, torch.nn.Module], device: torch.device,
     """Forward pre/post hooks accumulating seconds spent in each module; always removed."""
     acc: dict[str, float] = defaultdict(float)
     starts: dict[str, list[float]] = defaultdict(list)
-    handles = []
 
     def pre(name: str):
         def hook(mod, args):
@@ -159,14 +158,8 @@ def _layer_timers(modules: Mapping[str, torch.nn.Module], device: torch.device,
             acc[name] += time.perf_counter() - starts[name].pop()
         return hook
 
-    try:
-        for name, mod in modules.items():
-            handles.append(mod.register_forward_pre_hook(pre(name)))
-            handles.append(mod.register_forward_hook(post(name)))
+    with module_hooks(modules, pre, post):
         yield acc
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def per_layer_latency(model: torch.nn.Module, example_input: Any, leaf_names: list[str] | None = None, *,

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._util import call, eval_mode
+from ._util import call, eval_mode, module_hooks
 
 SOURCE = "torch.utils.flop_counter.FlopCounterMode (MACs = FLOPs // 2; +RNN formulas for aten.mkldnn_rnn_layer, aten._cudnn_rnn)"
 
@@ -100,7 +100,6 @@ def _attribute(model: torch.nn.Module, counter: FlopCounterMode) -> Iterator[dic
     """
     own: dict[str, int] = defaultdict(int)
     stack: list[list] = []  # [name, total at start, total done by children]
-    handles = []
 
     def pre(name: str):
         def hook(mod, args):
@@ -122,14 +121,8 @@ def _attribute(model: torch.nn.Module, counter: FlopCounterMode) -> Iterator[dic
                 stack[-1][2] += inclusive
         return hook
 
-    try:
-        for name, mod in model.named_modules():
-            handles.append(mod.register_forward_pre_hook(pre(name)))
-            handles.append(mod.register_forward_hook(post(name)))
+    with module_hooks(dict(model.named_modules()), pre, post):
         yield own
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _is_quantized(model: torch.nn.Module) -> bool:
