@@ -39,7 +39,25 @@ def test_measure_latency_reports_how_and_restores_threads():
     assert lat.min_ms <= lat.median_ms <= lat.max_ms and lat.iqr_ms >= 0
     assert len(lat.samples_ms) == 20
     assert torch.get_num_threads() == before
-    assert set(lat.to_json()) == {"median", "iqr", "n", "batch", "threads", "warmup", "source"}
+    assert set(lat.to_json()) == {"median", "iqr", "n", "batch", "threads", "warmup", "source",
+                                  "thread_cpu"}
+
+
+def test_thread_cpu_time_leaves_out_time_the_thread_did_not_run():
+    # a call that sleeps 20 ms: wall time sees the sleep, the thread's CPU time does not
+    import time
+
+    lat = measure_latency(lambda x: time.sleep(0.02), torch.zeros(1), n=5, warmup=0, threads=1)
+    assert lat.median_ms >= 19.0
+    assert lat.cpu_median_ms is not None and lat.cpu_median_ms < 5.0
+    assert len(lat.cpu_samples_ms) == 5
+    assert lat.to_json()["thread_cpu"]["median"] == lat.cpu_median_ms
+
+
+def test_thread_cpu_time_is_not_reported_with_several_threads():
+    # the workers' CPU time is invisible to time.thread_time, so the figure would mislead
+    lat = measure_latency(nn.Linear(8, 8), torch.randn(1, 8), n=3, warmup=0, threads=2)
+    assert lat.cpu_median_ms is None and "thread_cpu" not in lat.to_json()
 
 
 def test_measure_latency_batch_repeats_example_and_warms_up():

@@ -2,6 +2,11 @@
 afterwards), warm-up on the measured input shape, ``time.perf_counter`` around each call under
 ``torch.inference_mode()``, and the median and inter-quartile range over ``n`` calls.
 
+Beside wall time, each call's CPU time of the calling thread (``time.thread_time``) is recorded.
+With one thread (the whole call runs on the caller) it is the work the call did without the time
+the scheduler gave to other processes, so on a shared machine it is the steadier figure; with
+more threads the workers' time is invisible to it, and it is reported as ``None``.
+
 A speed-up is only meaningful between variants measured side by side: use
 :func:`compare_latency`, which interleaves them round-robin, and :func:`speedup` on its output.
 """
@@ -37,19 +42,32 @@ class Latency:
     source: str
     device: str = "cpu"
     samples_ms: tuple[float, ...] = field(default=(), repr=False)
+    cpu_median_ms: float | None = None   # thread CPU time; None unless one thread on the CPU
+    cpu_iqr_ms: float | None = None
+    cpu_samples_ms: tuple[float, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict:
-        return {"median": self.median_ms, "iqr": self.iqr_ms, "n": self.n, "batch": self.batch,
-                "threads": self.threads, "warmup": self.warmup, "source": self.source}
+        out = {"median": self.median_ms, "iqr": self.iqr_ms, "n": self.n, "batch": self.batch,
+               "threads": self.threads, "warmup": self.warmup, "source": self.source}
+        if self.cpu_median_ms is not None:
+            out["thread_cpu"] = {"median": self.cpu_median_ms, "iqr": self.cpu_iqr_ms,
+                                 "source": "time.thread_time per call (one thread)"}
+        return out
 
 
 def _summarise(samples_s: list[float], *, batch: int | None, threads: int, warmup: int,
-               source: str, device: torch.device) -> Latency:
+               source: str, device: torch.device, cpu_s: list[float] | None = None) -> Latency:
     ms = np.asarray(samples_s, dtype=np.float64) * 1e3
     q25, q50, q75 = np.percentile(ms, [25, 50, 75])
+    cpu = {}
+    if cpu_s and threads == 1 and torch.device(device).type == "cpu":
+        cms = np.asarray(cpu_s, dtype=np.float64) * 1e3
+        c25, c50, c75 = np.percentile(cms, [25, 50, 75])
+        cpu = {"cpu_median_ms": float(c50), "cpu_iqr_ms": float(c75 - c25),
+               "cpu_samples_ms": tuple(float(x) for x in cms)}
     return Latency(median_ms=float(q50), iqr_ms=float(q75 - q25), n=int(ms.size), batch=batch,
                    threads=threads, warmup=warmup, min_ms=float(ms.min()), max_ms=float(ms.max()),
-                   source=source, device=str(device), samples_ms=tuple(float(x) for x in ms))
+                   source=source, device=str(device), samples_ms=tuple(float(x) for x in ms), **cpu)
 
 
 def _check(n: int, warmup: int) -> None:
@@ -59,12 +77,14 @@ def _check(n: int, warmup: int) -> None:
         raise LayerwiseError(f"warmup must be >= 0, got {warmup}")
 
 
-def _timed_call(model: Callable, x: Any, device: torch.device) -> float:
+def _timed_call(model: Callable, x: Any, device: torch.device) -> tuple[float, float]:
+    """``(wall seconds, calling thread's CPU seconds)`` of one call."""
     synchronize(device)
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     call(model, x)
     synchronize(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
 def measure_latency(model: Callable, example_input: Any, *, n: int = 100, warmup: int = 10,
@@ -82,13 +102,17 @@ def measure_latency(model: Callable, example_input: Any, *, n: int = 100, warmup
     x = make_batch(example_input, batch, batch_dim) if batch is not None else example_input
     device = device_of(x, model)
     samples: list[float] = []
+    cpu: list[float] = []
     with num_threads(threads) as used, eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
             call(model, x)
         for _ in range(n):
-            samples.append(_timed_call(model, x, device))
+            wall, c = _timed_call(model, x, device)
+            samples.append(wall)
+            cpu.append(c)
     return _summarise(samples, batch=batch_size_of(x, batch_dim), threads=used, warmup=warmup,
-                      source="time.perf_counter per call, torch.inference_mode", device=device)
+                      source="time.perf_counter per call, torch.inference_mode", device=device,
+                      cpu_s=cpu)
 
 
 def compare_latency(variants: Mapping[str, tuple[Callable, Any]], *, n: int = 100, warmup: int = 10,
@@ -105,6 +129,7 @@ def compare_latency(variants: Mapping[str, tuple[Callable, Any]], *, n: int = 10
         raise LayerwiseError("compare_latency needs at least one variant")
     names = list(variants)
     samples: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     devices = {k: device_of(variants[k][1], variants[k][0]) for k in names}
     with contextlib.ExitStack() as stack:
         used = stack.enter_context(num_threads(threads))
@@ -118,10 +143,13 @@ def compare_latency(variants: Mapping[str, tuple[Callable, Any]], *, n: int = 10
             s = r % len(names)
             for k in names[s:] + names[:s]:
                 model, x = variants[k]
-                samples[k].append(_timed_call(model, x, devices[k]))
+                wall, c = _timed_call(model, x, devices[k])
+                samples[k].append(wall)
+                cpu[k].append(c)
     source = f"time.perf_counter per call, torch.inference_mode, interleaved round-robin over {len(names)} variants"
     return {k: _summarise(samples[k], batch=batch_size_of(variants[k][1], batch_dim), threads=used,
-                          warmup=warmup, source=source, device=devices[k]) for k in names}
+                          warmup=warmup, source=source, device=devices[k], cpu_s=cpu[k])
+            for k in names}
 
 
 def speedup(baseline: Latency, candidate: Latency) -> float:

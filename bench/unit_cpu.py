@@ -1,0 +1,314 @@
+"""Benchmark: UnIT's rule as row skipping on this CPU, against torch dense, at batch 1.
+
+Run: ``python bench/unit_cpu.py [--reps N] [--quick] [--out runs/unit_cpu.json]``
+
+Everything runs on ONE thread (torch and numba). Variants are timed interleaved round-robin
+(:func:`layerwise.measure.compare_latency`), after warm-up, as the median and IQR of the calling
+thread's CPU time (``time.thread_time``), with wall time beside it; the load average is recorded
+before and after. For each case it prints the skipped share ``s`` of weight rows (measured by the
+kernel, not targeted), the ideal speed-up ``1/(1-s)`` of a memory-bound product that reads only
+the surviving rows, the speed-up over torch dense (``F.linear``), and the achieved fraction of the
+ideal.
+
+Cases:
+
+1. synthetic Linear layers (400->120, 1024->1024, 4096->1024; Gaussian weights and inputs, no
+   zero inputs) with a threshold set to skip 0, 25, 50, 75 and 90 % of the rows at batch 1, and
+   50 % at batch 8 and 64 (a row is skipped only if every sample of the batch skips it);
+2. an MLP 784-4096-1024-10 trained on digits (28x28), UnIT calibrated on the validation split
+   (percentile chosen on validation within --max-drop), each Linear layer timed on real test
+   inputs, and the whole network at batch 1; the row-only rule's accuracy against the per-MAC
+   rule's on the same test images (paired);
+3. the UnIT paper's tiny networks (tiny-cnn, widar-lenet) trained on digits: their Linear layers;
+4. the cnn-lstm's LSTM input projection (W_ih x_t per time step) on basic-motions.
+
+Trained models are cached under ``--cache`` (default runs/unit_cpu_cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerwise.data import load_dataset, make_loader
+from layerwise.measure import compare_latency
+from layerwise.models import build_model
+from layerwise.storage import atomic_torch_save, atomic_write_json
+from layerwise.train import TrainConfig, evaluate, load_weights, train
+from layerwise.unit import calibrate, choose_percentile, convert, sweep
+from layerwise.unit.reference import unit_linear
+from layerwise.unit.rowskip import RowPlan, RowSkipLinear, rowskip_linear, to_row_skip
+
+
+class Cycle:
+    """A callable that runs ``fn`` on the next of several inputs each call (ignores its arg)."""
+
+    def __init__(self, fn, inputs):
+        self.fn, self.inputs, self.i = fn, inputs, 0
+
+    def __call__(self, _x):
+        x = self.inputs[self.i]
+        self.i = (self.i + 1) % len(self.inputs)
+        return self.fn(x)
+
+
+def timed(variants: dict, reps: int) -> dict:
+    lat = compare_latency({k: (fn, torch.zeros(1)) for k, fn in variants.items()}, n=reps,
+                          warmup=max(5, reps // 10), threads=1)
+    return {k: {"cpu_us": v.cpu_median_ms * 1e3, "cpu_iqr_us": v.cpu_iqr_ms * 1e3,
+                "wall_us": v.median_ms * 1e3, "wall_iqr_us": v.iqr_ms * 1e3} for k, v in lat.items()}
+
+
+def row_case(name: str, weight: torch.Tensor, bias, threshold: float, inputs: list, reps: int,
+             rule: str = "mac") -> dict:
+    """Time torch dense against row skipping over ``inputs`` (each ``[B, in]``)."""
+    t = torch.tensor([threshold])
+    plan = RowPlan.build(weight, bias, t)
+    skipped = [rowskip_linear(x, plan, rule=rule, count=False)[1].skipped_fraction for x in inputs]
+    for x in inputs[:4]:          # the kernel computes what the per-MAC reference computes
+        if rule == "mac":
+            torch.testing.assert_close(rowskip_linear(x, plan, rule=rule)[0],
+                                       unit_linear(x, weight, bias, t)[0], rtol=1e-4, atol=1e-4)
+    tm = timed({"torch": Cycle(lambda x: F.linear(x, weight, bias), inputs),
+                "rowskip": Cycle(lambda x: rowskip_linear(x, plan, rule=rule, count=False)[0],
+                                 inputs)}, reps)
+    s = float(np.mean(skipped))
+    ideal = 1.0 / (1.0 - s) if s < 1 else float("inf")
+    speed = tm["torch"]["cpu_us"] / tm["rowskip"]["cpu_us"]
+    return {"case": name, "shape": list(weight.shape), "batch": int(inputs[0].shape[0]),
+            "rule": rule, "skipped_share": s, "ideal": ideal, "speedup_vs_torch": speed,
+            "speedup_wall": tm["torch"]["wall_us"] / tm["rowskip"]["wall_us"],
+            "achieved_of_ideal": speed / ideal, "timing": tm}
+
+
+def threshold_for_share(weight: torch.Tensor, xs: torch.Tensor, share: float) -> float:
+    """T such that a row is skipped (for every sample of ``xs [B, in]``) in ``share`` of rows."""
+    if share <= 0:
+        return 0.0
+    colmax = weight.abs().amax(dim=0)
+    v = (xs.abs() * colmax).amax(dim=0)              # row p skipped iff T >= max_b |x_bp| max|W|
+    return float(torch.quantile(v.double(), share))
+
+
+def synthetic(reps: int, quick: bool) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    shapes = [(4096, 1024)] if quick else [(400, 120), (1024, 1024), (4096, 1024)]
+    for i, o in shapes:
+        w = torch.randn(o, i, generator=g) / i ** 0.5
+        b = torch.randn(o, generator=g)
+        levels = (0.0, 0.5) if quick else (0.0, 0.25, 0.5, 0.75, 0.9)
+        batches = [(1, s) for s in levels] + ([] if (quick or i != 4096) else [(8, 0.5), (64, 0.5)])
+        for batch, share in batches:
+            xs = [torch.randn(batch, i, generator=g) for _ in range(8)]
+            t = threshold_for_share(w, torch.cat(xs), share) if batch == 1 else \
+                threshold_for_share(w, xs[0], share)
+            r = row_case(f"linear {i}->{o}", w, b, t, xs, reps)
+            r["target_share"] = share
+            rows.append(r)
+            print(fmt(r), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------ real networks
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int, classes: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(d_in, 4096), nn.ReLU(),
+                                 nn.Linear(4096, 1024), nn.ReLU(), nn.Linear(1024, classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def trained(name: str, make, data, epochs: int, cache: Path) -> nn.Module:
+    model = make()
+    path = cache / f"{name}.pt"
+    if path.is_file():
+        load_weights(model, path)
+        return model.eval()
+    torch.manual_seed(0)
+    model = make()
+    train(model, data, TrainConfig(epochs=epochs, batch_size=32, seed=0))
+    atomic_torch_save(model.state_dict(), path)
+    return model.eval()
+
+
+def calibrated(model: nn.Module, data, max_drop: float, quick: bool) -> tuple[nn.Module, float]:
+    """A converted copy, percentile chosen on VALIDATION (largest within max_drop points)."""
+    import copy
+
+    unit = convert(copy.deepcopy(model)).model
+    val = make_loader(data.val, batch_size=256)
+    dense_val = evaluate(model, data.val).accuracy
+    ps = (20.0, 50.0) if quick else (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
+    points = sweep(unit, val, lambda m: evaluate(m, data.val).accuracy, ps)
+    choice = choose_percentile([(p.percentile, p.accuracy) for p in points], dense_val,
+                               max_drop / 100.0)
+    calibrate(unit, val, percentile=choice.percentile)
+    return unit.eval(), choice.percentile
+
+
+def capture(model: nn.Module, layer: nn.Module, xs: list) -> list:
+    got = []
+    h = layer.register_forward_pre_hook(lambda m, a: got.append(a[0].detach().reshape(1, -1)))
+    with torch.no_grad():
+        for x in xs:
+            model(x)
+    h.remove()
+    return got
+
+
+def paired(data, a: nn.Module, b: nn.Module) -> dict:
+    """Accuracy of two models on the same test images, with an exact McNemar test."""
+    from scipy.stats import binomtest
+
+    ca, cb = [], []
+    with torch.no_grad():
+        for x, y in make_loader(data.test, batch_size=256):
+            ca.append(a(x).argmax(1) == y)
+            cb.append(b(x).argmax(1) == y)
+    ca, cb = torch.cat(ca), torch.cat(cb)
+    only_a, only_b = int((ca & ~cb).sum()), int((~ca & cb).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"n": int(ca.numel()), "acc_a": float(ca.float().mean()), "acc_b": float(cb.float().mean()),
+            "only_a": only_a, "only_b": only_b, "mcnemar_p": float(p)}
+
+
+def network_case(label: str, model: nn.Module, data, max_drop: float, reps: int, quick: bool) -> dict:
+    unit, pct = calibrated(model, data, max_drop, quick)
+    test_x = [data.test[i][0].unsqueeze(0) for i in range(16 if quick else 64)]
+    per_layer = []
+    for name, m in unit.named_modules():
+        if isinstance(m, nn.Linear) and not isinstance(m, RowSkipLinear):
+            xs = capture(unit, m, test_x)
+            r = row_case(f"{label} {name}", m.weight.detach(), m.bias.detach(),
+                         float(m.unit_threshold[0]), xs, reps)
+            per_layer.append(r)
+            print(fmt(r), flush=True)
+    import copy
+
+    # UnIT on the Linear layers only: convolutions run as torch dense convolutions here
+    mac = copy.deepcopy(unit)
+    to_row_skip(mac, "mac")
+    row = copy.deepcopy(unit)
+    to_row_skip(row, "row")
+    for m in (mac, row):
+        for mod in m.modules():
+            if hasattr(mod, "counting"):
+                mod.counting = False
+            if hasattr(mod, "unit_threshold") and not isinstance(mod, RowSkipLinear):
+                mod.enabled = False
+    whole = timed({"torch dense": Cycle(model, test_x), "unit row-skip (mac rule)": Cycle(mac, test_x),
+                   "unit row-skip (row rule)": Cycle(row, test_x)}, reps)
+    for mod in list(mac.modules()) + list(row.modules()):
+        if hasattr(mod, "counting"):
+            mod.counting = True
+    acc = paired(data, mac, row)
+    print(f"  {label} whole network, batch 1, thread CPU us (IQR): "
+          + ", ".join(f"{k} {v['cpu_us']:.1f} ({v['cpu_iqr_us']:.1f})" for k, v in whole.items()))
+    print(f"  {label} accuracy at p{pct:g} (UnIT on Linear layers, convolutions dense): per-MAC rule {acc['acc_a']:.4f}, row rule "
+          f"{acc['acc_b']:.4f} on the same {acc['n']} test images ({acc['only_a']} right only with "
+          f"per-MAC, {acc['only_b']} only with rows; McNemar exact p={acc['mcnemar_p']:.3g})", flush=True)
+    return {"network": label, "percentile": pct, "layers": per_layer, "whole_network": whole,
+            "rule_accuracy": acc}
+
+
+def lstm_case(reps: int, quick: bool, cache: Path) -> dict:
+    data = load_dataset("basic-motions")
+    model = trained("cnn-lstm-basic-motions",
+                    lambda: build_model("cnn-lstm", data.input_shape, data.num_classes), data,
+                    3 if quick else 20, cache)
+    lstm = model.lstm.lstm
+    w, b = lstm.weight_ih_l0.detach(), lstm.bias_ih_l0.detach()
+    steps = {}
+
+    def grab(split):
+        seqs = []
+        h = lstm.register_forward_pre_hook(lambda m, a: seqs.append(a[0].detach()))
+        with torch.no_grad():
+            for x, _ in make_loader(split, batch_size=64):
+                model(x)
+        h.remove()
+        return torch.cat(seqs).reshape(-1, w.shape[1])       # every (sample, time step)
+
+    val, test = grab(data.val), grab(data.test)
+    nz = (val[:, :, None] * w.t()[None]).abs()
+    nz = nz[nz > 0]
+    out = []
+    for pct in (20.0, 50.0):
+        t = float(torch.quantile(nz[torch.randperm(nz.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]].double(), pct / 100))
+        idx = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(1))[:64]
+        xs = [test[i:i + 1] for i in idx]
+        r = row_case(f"cnn-lstm W_ih x_t (p{pct:g} of val |x*w|)", w, b, t, xs, reps)
+        out.append(r)
+        print(fmt(r), flush=True)
+    steps["cases"] = out
+    steps["note"] = ("per time step at batch 1 (streaming inference); the LSTM's accuracy with a "
+                     "row-skipped input projection is not measured here")
+    return steps
+
+
+def fmt(r: dict) -> str:
+    t = r["timing"]
+    return (f"  {r['case']:<44} b={r['batch']:<3} s={100 * r['skipped_share']:5.1f}%  "
+            f"torch {t['torch']['cpu_us']:8.1f} us (IQR {t['torch']['cpu_iqr_us']:.1f})  "
+            f"rowskip {t['rowskip']['cpu_us']:8.1f} us (IQR {t['rowskip']['cpu_iqr_us']:.1f})  "
+            f"speed-up {r['speedup_vs_torch']:5.2f}x (wall {r['speedup_wall']:.2f}x)  "
+            f"ideal {r['ideal']:5.2f}x  achieved {100 * r['achieved_of_ideal']:5.1f}%")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=None, help="timed calls per variant (default 300; 60 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="fewer cases and calls: a smoke run")
+    ap.add_argument("--max-drop", type=float, default=0.5, help="validation drop (points) for the percentile")
+    ap.add_argument("--out", default="runs/unit_cpu.json")
+    ap.add_argument("--cache", default="runs/unit_cpu_cache")
+    args = ap.parse_args(argv)
+    reps = args.reps or (60 if args.quick else 300)
+    torch.set_num_threads(1)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
+    print(f"unit_cpu: torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread, "
+          f"{reps} interleaved calls per variant, load average {load0[0]:.2f}")
+    print("synthetic Linear layers (Gaussian, threshold set for a target row share):")
+    res = {"synthetic": synthetic(reps, args.quick)}
+
+    digits = load_dataset("digits", size=28)
+    d_in = int(np.prod(digits.input_shape))
+    print("MLP 784-4096-1024-10 on digits 28x28:")
+    mlp = trained("mlp-digits", lambda: MLP(d_in, digits.num_classes), digits, 2 if args.quick else 8, cache)
+    res["mlp"] = network_case("mlp", mlp, digits, args.max_drop, reps, args.quick)
+    res["tiny"] = []
+    for name in ("tiny-cnn", "widar-lenet"):
+        print(f"{name} on digits 28x28:")
+        m = trained(f"{name}-digits", lambda n=name: build_model(n, digits.input_shape, digits.num_classes),
+                    digits, 2 if args.quick else 10, cache)
+        res["tiny"].append(network_case(name, m, digits, args.max_drop, reps, args.quick))
+    print("cnn-lstm input projection on basic-motions:")
+    res["lstm"] = lstm_case(reps, args.quick, cache)
+    load1 = os.getloadavg()
+    res["env"] = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                  "threads": 1, "reps": reps, "load_average_before": load0,
+                  "load_average_after": load1, "command": " ".join(["python", "bench/unit_cpu.py", *sys.argv[1:]])}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, res)
+    print(f"load average after {load1[0]:.2f}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
