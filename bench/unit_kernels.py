@@ -5,8 +5,10 @@ Run: ``python bench/unit_kernels.py [--reps N] [--seed S]``
 For each layer shape (the tiny CNN of the UnIT paper's Table 1 at batch 1, and a 400x120 Linear
 at batch 64) and each threshold level (the 50th / 80th percentile of |x*w| over the nonzero MAC
 pairs, i.e. a calibrated-like threshold that skips ~50 % / ~80 % of them with exact division), it
-times, interleaved round-robin in one process (median and IQR of ``time.perf_counter`` over
-``--reps`` calls each, after compilation and warm-up):
+times, interleaved round-robin in one process, after compilation and warm-up, ``--reps`` calls
+each. The primary figure is the calling thread's CPU time (``time.thread_time_ns``: the kernels
+are single-threaded, and time the OS gives other processes is not counted); the wall time
+(``time.perf_counter_ns``) of the same calls is printed beside it; both as median and IQR:
 
 * ``dense-kernel``: the compiled scalar loop without skipping (same loop order);
 * ``skip-<division>``: the compiled skipping kernel with each division method;
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from layerwise.unit.division import kernel_args
+from layerwise.unit.kernel_timing import median_iqr_us
 from layerwise.unit.kernels import conv2d_skip, linear_skip, unit_conv_kernel, unit_linear_kernel
 
 DIVISIONS = ("exact", "bitshift", "binary_tree", "bitmask")
@@ -93,23 +96,24 @@ def make_calls(kind, x, w, T):
 
 
 def time_interleaved(calls, reps):
+    """name -> (thread median us, thread IQR us, wall median us, wall IQR us)."""
     for f in calls.values():          # compile + warm up every variant
         for _ in range(3):
             f()
-    times = {k: [] for k in calls}
+    cpu = {k: [] for k in calls}
+    wall = {k: [] for k in calls}
     names = list(calls)
     for r in range(reps):
         order = names[r % len(names):] + names[:r % len(names)]   # rotate the start
         for k in order:
-            t0 = time.perf_counter()
+            w0 = time.perf_counter_ns()
+            c0 = time.thread_time_ns()
             calls[k]()
-            times[k].append(time.perf_counter() - t0)
-    out = {}
-    for k, v in times.items():
-        a = np.asarray(v) * 1e6
-        q1, med, q3 = np.percentile(a, [25, 50, 75])
-        out[k] = (med, q3 - q1)
-    return out
+            c1 = time.thread_time_ns()
+            w1 = time.perf_counter_ns()
+            cpu[k].append(c1 - c0)
+            wall[k].append(w1 - w0)
+    return {k: (*median_iqr_us(cpu[k]), *median_iqr_us(wall[k])) for k in names}
 
 
 def main() -> None:
@@ -121,8 +125,9 @@ def main() -> None:
     import numba
     print(f"torch {torch.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
           f"threads 1, cpu {platform.processor() or platform.machine()}, reps {args.reps}")
-    header = (f"{'layer':26} {'T pct':>5} {'skip%':>6} {'variant':18} {'median us':>10} "
-              f"{'IQR us':>8} {'vs dense-kernel':>15}")
+    print("times: thread CPU time (time.thread_time_ns), wall time (time.perf_counter_ns) beside it")
+    header = (f"{'layer':26} {'T pct':>5} {'skip%':>6} {'variant':18} {'cpu med us':>10} "
+              f"{'cpu IQR':>8} {'wall med us':>11} {'wall IQR':>8} {'cpu vs dense-kernel':>19}")
     print(header)
     print("-" * len(header))
     summary = []
@@ -133,16 +138,16 @@ def main() -> None:
             res = time_interleaved(calls, args.reps)
             dense = res["dense-kernel"][0]
             skip = 100.0 * counts.skipped / counts.total
-            for k, (med, iqr) in res.items():
+            for k, (med, iqr, wmed, wiqr) in res.items():
                 print(f"{name:26} {q:>5} {skip:6.1f} {k:18} {med:10.1f} {iqr:8.1f} "
-                      f"{med / dense:15.2f}")
+                      f"{wmed:11.1f} {wiqr:8.1f} {med / dense:19.2f}")
             summary.append((name, q, skip, counts.threshold / max(counts.nonzero_pairs, 1),
                             res["skip-exact"][0] / dense,
                             {d: res[f"skip-{d}"][0] / res["skip-exact"][0]
                              for d in DIVISIONS[1:]},
                             res["torch"][0] / dense))
     print()
-    print("ratios (median / median, same run):")
+    print("ratios (thread CPU time, median / median, same run):")
     print(f"{'layer':26} {'T pct':>5} {'skip%':>6} {'thr% of nz':>10} {'skip/dense':>10} "
           f"{'bitshift/ex':>11} {'tree/ex':>8} {'bitmask/ex':>10} {'torch/dense':>11}")
     for name, q, skip, thr, r_skip, r_div, r_torch in summary:

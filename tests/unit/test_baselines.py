@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -15,11 +16,11 @@ from layerwise.data import DatasetSplits
 from layerwise.errors import LayerwiseError
 from layerwise.models import build_model
 from layerwise.unit import convert, get_profile, unit_layers
-from layerwise.unit.accounting import (counted_evaluate, executed_macs, variant_cost,
-                                       zero_skip_compares)
+from layerwise.unit.accounting import counted_evaluate, executed_macs, variant_cost
 from layerwise.unit.baselines import (FATReLU, MagnitudeConfig, apply_masks, binary_search_threshold,
-                                      calibrate_fatrelu, fatrelu_layers, global_magnitude_masks,
-                                      iterative_magnitude_prune, replace_relus, sparsity_of)
+                                      calibrate_fatrelu, calibrate_fatrelu_bounds, fatrelu_layers,
+                                      global_magnitude_masks, iterative_magnitude_prune,
+                                      replace_relus, select_monotone, sparsity_of)
 
 
 def _tiny_data(n=24, seed=0):
@@ -202,24 +203,46 @@ def test_fair_macs_executed_per_variant_by_hand():
     m = convert(_hand_model()).model
     run0 = counted_evaluate(m, ds)
     assert (run0.counts.total, run0.counts.zero_weight, run0.counts.zero_input) == (8, 1, 2)
+    # the loop's tests: one per MAC of each nonzero input (3 x 2) + one per zero input (1)
+    assert run0.counts.compares == 7 and run0.counts.divisions == 3
     assert executed_macs(run0.counts, "dense") == 8
     assert executed_macs(run0.counts, "sparse_weights") == 7        # magnitude
     assert executed_macs(run0.counts, "zero_skip") == 5             # fatrelu
     unit_layers(m)[0][1].set_threshold(1.5)
     run = counted_evaluate(m, ds)
     assert run.counts.threshold == 1 and executed_macs(run.counts, "unit") == 4
-    costs = {k: variant_cost(k, m, run if k == "unit" else run0)
-             for k in ("dense", "magnitude", "fatrelu", "unit")}
-    assert {k: c.macs_executed for k, c in costs.items()} == {"dense": 8, "magnitude": 7, "fatrelu": 5, "unit": 4}
+    names = ("dense", "dense+zero-skip", "magnitude", "fatrelu", "unit")
+    costs = {k: variant_cost(k, m, run if k == "unit" else run0) for k in names}
+    # headline: ONE runtime for every variant, skipping any MAC with a zero operand (+ UnIT's
+    # threshold for UnIT)
+    assert {k: c.macs_executed for k, c in costs.items()} == {
+        "dense": 5, "dense+zero-skip": 5, "magnitude": 5, "fatrelu": 5, "unit": 4}
+    assert {k: c.runtime for k, c in costs.items()} == {
+        "dense": "zero_skip", "dense+zero-skip": "zero_skip", "magnitude": "zero_skip",
+        "fatrelu": "zero_skip", "unit": "unit"}
+    assert costs["dense"].skipped_fraction == pytest.approx(3 / 8)
+    assert costs["unit"].skipped_fraction == pytest.approx(4 / 8)
+    # each variant's own runtime, labelled
+    own = {k: (c.own.runtime, c.own.macs_executed) for k, c in costs.items()}
+    assert own == {"dense": ("dense", 8), "dense+zero-skip": ("zero_skip", 5),
+                   "magnitude": ("sparse_weights", 7), "fatrelu": ("zero_skip", 5), "unit": ("unit", 4)}
     assert all(c.macs == 8 for c in costs.values())
-    sw = get_profile("msp430-swmul")
-    assert costs["dense"].mcu["msp430-swmul"].cycles == 8 * sw.mac
-    assert costs["magnitude"].mcu["msp430-swmul"].cycles == 7 * (sw.mac + sw.load)
-    # zero skipping tests each of the 4 inputs once (Linear): 5 MACs run, 4 tests (1 skips a row)
-    assert zero_skip_compares(m, run0.per_layer) == 4
-    assert costs["fatrelu"].mcu["msp430-swmul"].cycles == 5 * sw.mac + 4 * sw.compare_branch_keep
-    hw = get_profile("msp430-hwmul")   # tests never exceed those made: 4 (all charged as keep)
-    assert costs["fatrelu"].mcu["msp430-hwmul"].cycles == 5 * hw.mac + 4 * hw.compare_branch_keep
+    for prof in ("msp430-swmul", "msp430-hwmul"):
+        p = get_profile(prof)
+        # common basis: 5 MACs run; 7 tests, 5 keep and 2 skip (the zero input, the zero weight)
+        zs = 5 * p.mac + 5 * p.compare_branch_keep + 2 * p.compare_branch_skip
+        for k in ("dense", "dense+zero-skip", "magnitude", "fatrelu"):
+            assert costs[k].mcu[prof].cycles == zs, (k, prof)
+        # UnIT: 4 run, 7 tests (4 keep, 3 skip) and 3 exact divisions
+        assert costs["unit"].mcu[prof].cycles == (4 * p.mac + 4 * p.compare_branch_keep
+                                                  + 3 * p.compare_branch_skip + 3 * p.division["exact"])
+        assert costs["dense"].own.mcu[prof].cycles == 8 * p.mac
+        assert costs["magnitude"].own.mcu[prof].cycles == 7 * (p.mac + p.load)
+        assert costs["fatrelu"].own.mcu[prof].cycles == zs
+    assert costs["unit"].mcu["msp430-swmul"].cycles == 4 * 87 + 4 * 5 + 3 * 8 + 3 * 150 == 842
+    j = costs["magnitude"].to_json()
+    assert j["runtime"] == "zero_skip" and j["own_runtime"]["runtime"] == "sparse_weights"
+    assert j["own_runtime"]["macs_executed"] == 7 and j["macs_executed"] == 5
     assert all(c.mcu["msp430-hwmul"].estimated for c in costs.values())
 
 
@@ -229,5 +252,106 @@ def test_unconverted_layers_count_as_executed():
     run = counted_evaluate(m, ds)
     c = variant_cost("fatrelu", m, run, other_macs=100)
     assert c.macs == 108 and c.macs_executed == 105
+    c = variant_cost("fatrelu", m, run, model_macs=108)
+    assert c.macs == 108 and c.macs_executed == 105 and c.other_macs == 100
     with pytest.raises(LayerwiseError, match="no runtime"):
         variant_cost("mystery", m, run)
+
+
+def test_layers_left_alone_by_groups_keep_macs_equal_across_variants():
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 4))
+    x = torch.tensor([[0.0, 1.0, -2.0, 0.5], [1.5, 0.0, 0.0, -1.0], [0.3, -0.7, 0.9, 0.0]])
+    ds = TensorDataset(x, torch.tensor([0, 1, 2]))
+    model_macs = 4 * 3 + 3 * 4                                   # per input
+    dense = convert(copy.deepcopy(base)).model                   # groups 1: both converted
+    rep = convert(copy.deepcopy(base), groups=2)                 # 3 outputs: layer 0 left alone
+    assert rep.converted == ["2"]
+    assert rep.left_alone == [("0", "nn.Linear: 2 threshold groups do not divide 3 outputs")]
+    unit = rep.model
+    T = 0.05
+    unit[2].set_threshold(torch.tensor([T, T]))
+    run0, runu = counted_evaluate(dense, ds), counted_evaluate(unit, ds)
+    assert list(runu.left_alone_per_layer) == ["0"]
+    cd = variant_cost("dense", dense, run0, model_macs=model_macs)
+    cu = variant_cost("unit", unit, runu, model_macs=model_macs)
+    assert cd.macs == cu.macs == 24
+    assert cd.other_macs == cu.other_macs == 0
+    # by hand: MACs with both operands nonzero (and, in UnIT's layer 2, |h*w| > T)
+    W0, b0, W2 = base[0].weight.detach(), base[0].bias.detach(), base[2].weight.detach()
+    ex_dense = ex_unit = zero_ops_layer0 = 0
+    for xs in x:
+        h = [max(0.0, float(b0[j]) + sum(float(W0[j, i]) * float(xs[i]) for i in range(4)))
+             for j in range(3)]
+        for j in range(3):
+            for i in range(4):
+                if xs[i] != 0 and W0[j, i] != 0:
+                    ex_dense += 1
+                    ex_unit += 1
+                else:
+                    zero_ops_layer0 += 1
+        for o in range(4):
+            for i in range(3):
+                if h[i] != 0 and W2[o, i] != 0:
+                    ex_dense += 1
+                    ex_unit += abs(h[i] * float(W2[o, i])) > T
+    assert zero_ops_layer0 > 0 and ex_unit < ex_dense
+    assert cd.macs_executed == pytest.approx(ex_dense / 3)
+    assert cu.macs_executed == pytest.approx(ex_unit / 3)
+    # the left-alone layer runs on the zero-skipping runtime: tests, no divisions
+    left = runu.left_alone_per_layer["0"]
+    assert left.total == 3 * 12 and left.divisions == 0
+    assert cu.to_json()["left_alone_counts"]["total"] == 36
+
+
+def test_fatrelu_selection_is_monotone_where_the_greedy_search_is_not():
+    m = nn.Sequential(nn.ReLU(), nn.ReLU())
+    replace_relus(m)
+    layers = dict(fatrelu_layers(m))
+
+    def t():
+        return float(layers["0"].threshold), float(layers["1"].threshold)
+
+    def val_accuracy(_):
+        t0, t1 = t()           # layer "1" is free up to 0.9, then costs 1 pt; layer "0" 0.4 pt/unit
+        return 1.0 - (0.01 if t1 >= 0.9 else 0.0) - 0.004 * t0
+
+    def val_skipped(_):
+        t0, t1 = t()
+        return 0.5 * t0 + 0.1 * t1
+
+    sel = calibrate_fatrelu_bounds(m, val_accuracy, val_skipped, [0.005, 0.01],
+                                   t_max={"0": 1.0, "1": 1.0})
+    g05, g10 = sel.greedy
+    # greedy, last layer first: at 0.5 pt layer "1" stops below 0.9, layer "0" takes 1.0 (0.4 pt);
+    # at 1 pt layer "1" takes 1.0 (the whole point) and leaves layer "0" nothing
+    assert g05.thresholds["0"] == 1.0 and 0.899 <= g05.thresholds["1"] < 0.9
+    assert g10.thresholds == {"0": 0.0, "1": 1.0}
+    assert sel.val_skipped == pytest.approx([0.5 + 0.1 * g05.thresholds["1"], 0.1])
+    assert sel.val_drop == pytest.approx([0.004, 0.01])
+    # the selection at 1 pt keeps the 0.5 pt configuration: it skips more on val, within 1 pt
+    assert sel.selected == [0, 0]
+    assert sel.thresholds(0.01) == g05.thresholds and sel.thresholds(0.005) == g05.thresholds
+    assert {n: float(l.threshold) for n, l in layers.items()} == g05.thresholds   # model left at the largest bound's pick
+    assert sel.to_json()["selected_bound"] == [0.005, 0.005]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 0.2), st.floats(0, 1)), min_size=1,
+                max_size=8))
+def test_monotone_selection_never_skips_less_as_the_bound_grows(cands):
+    bounds = sorted({round(b, 6) for b, _, _ in cands})
+    drops = [min(d, b) if i % 2 else d for i, ((_, d, _), b) in enumerate(zip(cands, bounds))]
+    skipped = [s for _, _, s in cands][:len(bounds)]
+    drops = drops[:len(bounds)]
+    sel = select_monotone(bounds, drops, skipped)
+    assert len(sel) == len(bounds)
+    prev = -1.0
+    for b, i in zip(bounds, sel):
+        if i < 0:              # nothing within b (only possible when no search met its bound)
+            assert all(not (bounds[j] <= b and drops[j] <= b + 1e-12) for j in range(len(bounds)))
+            continue
+        assert bounds[i] <= b and drops[i] <= b + 1e-12
+        best = max(skipped[j] for j in range(len(bounds)) if bounds[j] <= b and drops[j] <= b + 1e-12)
+        assert skipped[i] == best and skipped[i] >= prev
+        prev = skipped[i]

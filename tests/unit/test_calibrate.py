@@ -172,3 +172,62 @@ def test_sweep_points():
     assert points[1].to_json()["per_layer"]["5"]["executed"] == points[1].per_layer["5"].executed
     with pytest.raises(LayerwiseError, match="at least one percentile"):
         sweep(model, loader, agreement, [])
+
+
+def _products_by_hand(model, x):
+    """|x*w| of every MAC with both operands nonzero, per UnIT layer and output unit, by explicit
+    loops over the dense forward pass (Conv2d 1->4 3x3 no padding, ReLU, Flatten, Linear)."""
+    conv, lin = model[0], model[3]
+    wc, wl = conv.weight.detach(), lin.weight.detach()
+    with torch.no_grad():
+        h = torch.relu(torch.nn.functional.conv2d(x, wc, conv.bias)).flatten(1)
+    per_out = {"0": [[] for _ in range(wc.shape[0])], "3": [[] for _ in range(wl.shape[0])]}
+    for b in range(x.shape[0]):
+        for o in range(wc.shape[0]):
+            for i in range(x.shape[2] - 2):
+                for j in range(x.shape[3] - 2):
+                    for ki in range(3):
+                        for kj in range(3):
+                            a, w = float(x[b, 0, i + ki, j + kj]), float(wc[o, 0, ki, kj])
+                            if a != 0 and w != 0:
+                                per_out["0"][o].append(abs(a * w))
+        for o in range(wl.shape[0]):
+            for i in range(wl.shape[1]):
+                a, w = float(h[b, i]), float(wl[o, i])
+                if a != 0 and w != 0:
+                    per_out["3"][o].append(abs(a * w))
+    return per_out
+
+
+def test_calibrate_keeps_the_groups_convert_gave_each_layer(caplog):
+    import logging
+
+    import numpy as np
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 6))
+    convert(model, groups=2)
+    x = torch.relu(torch.randn(5, 1, 5, 5, generator=torch.Generator().manual_seed(4)))
+    loader = DataLoader(TensorDataset(x, torch.zeros(5, dtype=torch.long)), batch_size=2)
+    products = _products_by_hand(model, x)
+    thresholds = calibrate(model, loader, percentile=30.0)          # groups not given
+    for name, layer in unit_layers(model):
+        assert layer.threshold_groups == 2, name
+        per_o = products[name]
+        half = len(per_o) // 2
+        expected = [np.percentile(sum(per_o[:half], []), 30.0),
+                    np.percentile(sum(per_o[half:], []), 30.0)]
+        assert thresholds[name].tolist() == pytest.approx(expected, rel=1e-5), name
+    # sweep keeps them too
+    pts = sweep(model, loader, lambda m: 0.0, [10.0, 50.0])
+    assert all(len(v) == 2 for p in pts for v in p.thresholds.values())
+    assert pts[1].thresholds["3"] == pytest.approx(
+        [np.percentile(sum(products["3"][:3], []), 50.0),
+         np.percentile(sum(products["3"][3:], []), 50.0)], rel=1e-5)
+    # an explicit group count re-groups every layer, and says so
+    with caplog.at_level(logging.INFO, logger="layerwise.unit.calibrate"):
+        thresholds = calibrate(model, loader, percentile=30.0, groups=1)
+    assert all(layer.threshold_groups == 1 for _, layer in unit_layers(model))
+    assert thresholds["3"].tolist() == pytest.approx([np.percentile(sum(products["3"], []), 30.0)],
+                                                     rel=1e-5)
+    assert "re-group" in caplog.text and "2 -> 1" in caplog.text

@@ -138,15 +138,21 @@ def test_decision_agreement():
     x = torch.tensor([0.0, 0.5, 1.0, 3.0])
     w = torch.tensor([0.2, 0.3, 0.0, 0.09, 0.4])
     assert decision_agreement(0.1, x[:, None], w[None, :], "exact") == 1.0
-    # bitshift halves at worst: pairs decided differently are those with T/(2|c|)... < |z| <= T/|c|
     T = torch.tensor(0.1)
-    xx, ww = torch.broadcast_tensors(x[:, None], w[None, :])
-    nz = (xx != 0) & (ww != 0)
-    ex = ww.abs() > threshold_ratio(T, xx.abs().clamp_min(1e-30), "exact")
-    ap = ww.abs() > threshold_ratio(T, xx.abs().clamp_min(1e-30), "bitshift")
-    expected = float((ex == ap)[nz].float().mean())
-    got = decision_agreement(T, x[:, None], w[None, :], "bitshift")
-    assert got == pytest.approx(expected) and got < 1.0
-    assert decision_agreement(T, x[:, None], w[None, :], "bitshift", control="w") <= 1.0
+    # Worked by hand (Q10.5, c_q = floor(32 c), n = bitlen(c_q), ratio T * 2**(5 - n)); the
+    # 12 pairs with both operands nonzero: x in {0.5, 1, 3} x w in {0.2, 0.3, 0.09, 0.4}.
+    # control x (Linear, keep iff |w| > T/|x|):
+    #   x=0.5: c_q 16, n 5, ratio 0.1 vs exact 0.2: w=0.2 kept by bitshift, skipped by exact (tie)
+    #   x=1:   c_q 32, n 6, ratio 0.05 vs exact 0.1: w=0.09 kept by bitshift, skipped by exact
+    #   x=3:   c_q 96, n 7, ratio 0.025 vs exact 0.0333: every w kept by both
+    # -> 10 of 12 decisions agree
+    assert decision_agreement(T, x[:, None], w[None, :], "bitshift") == pytest.approx(10 / 12)
+    # control w (Conv, keep iff |x| > T/|w|):
+    #   w=0.2:  c_q 6,  n 3, ratio 0.4 vs exact 0.5: x=0.5 kept by bitshift, skipped by exact (tie)
+    #   w=0.3:  c_q 9,  n 4, ratio 0.2 vs exact 0.333: every x kept by both
+    #   w=0.09: c_q 2,  n 2, ratio 0.8 vs exact 1.11: x=1 kept by bitshift, skipped by exact
+    #   w=0.4:  c_q 12, n 4, ratio 0.2 vs exact 0.25: every x kept by both
+    # -> 10 of 12
+    assert decision_agreement(T, x[:, None], w[None, :], "bitshift", control="w") == pytest.approx(10 / 12)
     with pytest.raises(LayerwiseError):
         decision_agreement(T, x, x, "exact", control="z")

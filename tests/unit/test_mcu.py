@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from torch import nn
 
 from layerwise.errors import LayerwiseError
-from layerwise.unit.counts import MacCounts
+from layerwise.unit import convert, per_layer_counts, reset_counts, total_counts, unit_layers
+from layerwise.unit.counts import MacCounts, combine_layers
 from layerwise.unit.kernels import unit_linear_kernel
 from layerwise.unit.mcu import PROFILES, McuWork, cost, estimate, get_profile, work_for
 
@@ -32,14 +34,14 @@ def test_swmul_target_fifty_percent_skipped():
     c = linear_counts(24000)
     dense = cost(c, "dense").cycles
     assert dense == 48000 * 87
-    # exact division: 24000*87 (MACs) + 24000*4 (keep) + 24000*4 (skip) + 400*150 (divisions)
+    # exact division: 24000*87 (MACs) + 24000*5 (keep) + 24000*8 (skip) + 400*150 (divisions)
     exact = cost(c, "unit", "exact")
-    assert exact.cycles == 2_340_000
-    assert exact.cycles / dense == pytest.approx(0.560345, abs=1e-6)
+    assert exact.cycles == 2_460_000
+    assert exact.cycles / dense == pytest.approx(0.589080, abs=1e-6)
     # bitshift with the default 8 shift steps per division: + 400 * (4 + 8*4)
     shift = cost(c, "unit", "bitshift")
-    assert shift.cycles == 2_294_400
-    assert shift.cycles / dense == pytest.approx(0.549425, abs=1e-6)
+    assert shift.cycles == 2_414_400
+    assert shift.cycles / dense == pytest.approx(0.578161, abs=1e-6)
     assert shift.cycles / dense < 0.6 and exact.cycles / dense < 0.6
     assert exact.breakdown["division"] == 400 * 150
 
@@ -98,3 +100,58 @@ def test_bad_names_raise():
         cost(c, runtime="magic")
     with pytest.raises(LayerwiseError, match="bitmask"):
         cost(c, division="newton")
+
+
+@pytest.mark.parametrize("name", ["msp430-swmul", "msp430-hwmul"])
+def test_unit_compare_costs_the_same_in_both_profiles(name):
+    # the compare-and-skip test never touches the multiplier: 5 cycles when it keeps the MAC,
+    # 8 when it skips (mspdebug sim, classic MSP430 core), in every profile
+    assert estimate(McuWork(compares_keep=1), name).cycles == 5
+    assert estimate(McuWork(compares_skip=1), name).cycles == 8
+    c = MacCounts(total=10, threshold=4, compares=10, samples=1)
+    e = cost(c, "unit", profile=name)
+    assert e.breakdown["compare_keep"] == 6 * 5 and e.breakdown["compare_skip"] == 4 * 8
+
+
+def test_plus_adds_samples_and_combine_layers_counts_network_inputs():
+    a = MacCounts(total=10, zero_input=2, compares=4, divisions=1, samples=40)
+    b = MacCounts(total=30, threshold=3, compares=9, divisions=2, samples=60)
+    # "+": more calls of the same layer -> the samples add up
+    assert (a + b).samples == 100 and (a + b).total == 40
+    # different layers of one network over the same 40 inputs: counters add, samples do not
+    c = combine_layers([a, MacCounts(total=5, samples=40), MacCounts()])
+    assert (c.total, c.zero_input, c.compares, c.divisions, c.samples) == (15, 2, 4, 1, 40)
+    # the smallest nonzero samples among the layers (a Linear over T steps counts B*T rows)
+    assert combine_layers([MacCounts(total=1, samples=320), MacCounts(total=1, samples=40)]).samples == 40
+    assert combine_layers([a, b], samples=7).samples == 7
+    assert combine_layers([]) == MacCounts()
+
+
+def test_per_sample_cycles_of_a_three_layer_mlp_are_the_sum_of_its_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    convert(model)
+    for _, m in unit_layers(model):
+        m.set_threshold(0.05)
+    x = torch.relu(torch.randn(100, 8, generator=torch.Generator().manual_seed(1)))
+    reset_counts(model)
+    with torch.no_grad():
+        model(x)
+    layers = per_layer_counts(model)
+    assert [c.samples for c in layers.values()] == [100, 100, 100]
+    assert total_counts(model).samples == 100
+    # dense: (8*6 + 6*5 + 5*3) MACs per input, 87 cycles each on msp430-swmul
+    for counts in (layers, list(layers.values()), total_counts(model)):
+        assert cost(counts, "dense", per_sample=True).cycles == pytest.approx(93 * 87)
+    for name in ("msp430-swmul", "msp430-hwmul"):
+        p = PROFILES[name]
+        expected = 0.0
+        for c in layers.values():      # each layer's cycles per input, by hand
+            keep = c.total - c.zero_weight - c.zero_input - c.threshold
+            expected += (keep * (p.mac + p.compare_branch_keep)
+                         + (c.compares - keep) * p.compare_branch_skip
+                         + c.divisions * p.division["exact"]) / 100
+        assert sum(c.threshold for c in layers.values()) > 0
+        for counts in (layers, list(layers.values()), total_counts(model)):
+            got = cost(counts, "unit", profile=name, per_sample=True).cycles
+            assert got == pytest.approx(expected, rel=1e-12)

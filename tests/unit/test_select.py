@@ -76,7 +76,9 @@ def test_auto_percentile_in_the_run_never_depends_on_test_data():
     for test_seed in (1, 2):                     # same val split, different test split
         data = _splits(test_seed)
         dense_val = counted_evaluate(convert(copy.deepcopy(plain)).model, data.val).accuracy
-        runs.append(_unit_sweep(plain, data, cfg, [10.0, 40.0, 80.0], 0, "cpu", dense_val))
+        model_macs = 4 * 9 * 6 * 6 + 4 * 6 * 6 * 3             # conv + linear, per input
+        runs.append(_unit_sweep(plain, data, cfg, [10.0, 40.0, 80.0], model_macs, "cpu", dense_val,
+                                data.val.tensors[0][:8]))
     a, b = runs
     assert [c["accuracy"] for c in a.curve] != [c["accuracy"] for c in b.curve]   # test differs
     assert a.choice.val_curve == b.choice.val_curve and a.percentile == b.percentile

@@ -19,6 +19,7 @@ from .convert import (
     unit_layers,
 )
 from .counts import MacCounts
+from .counts import combine_layers
 from .division import (
     METHODS,
     PivotTree,
@@ -50,6 +51,7 @@ __all__ = [
     # core: semantics, layers, conversion, calibration, counters
     "ConversionReport",
     "MacCounts",
+    "combine_layers",
     "SweepPoint",
     "UNIT_LAYER_TYPES",
     "UnITConv1d",

@@ -8,7 +8,10 @@ section 2.1). Here:
   operands are both nonzero. MACs with a zero operand are skipped anyway (and counted as zero
   skips), so including them would only pull the percentile to 0 in sparse (post-ReLU) layers:
   the percentile ``p`` therefore means "skip about p % of the MACs that would otherwise run";
-* with ``groups = G`` there is one percentile per group of ``out // G`` output units;
+* each layer keeps the threshold groups it has (``convert(model, groups=G)`` gives every
+  layer ``G``; :attr:`threshold_groups`): one percentile per group of ``out // G`` output units.
+  ``groups=G`` passed to :func:`calibrate` / :func:`sweep` / :func:`collect_products`
+  RE-GROUPS every layer to ``G`` (logged); ``groups=None`` (the default) keeps each layer's own;
 * when a layer (group) has more than ``max_samples_per_layer`` (``// G``) such products, a uniform
   sample without replacement is kept (bottom-k of seeded random keys, streamed over batches);
 * the percentile is linearly interpolated between order statistics (numpy's default);
@@ -20,6 +23,7 @@ section 2.1). Here:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +37,8 @@ from .counts import MacCounts
 from .convert import per_layer_counts, reset_counts, total_counts, unit_layers
 from .layers import UnITLinear
 from .reference import DEFAULT_CHUNK_ELEMS, conv_columns
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -196,12 +202,33 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def collect_products(model: nn.Module, loader: Iterable, *, groups: int = 1,
+def _layer_groups(layers, groups: int | None) -> dict[str, int]:
+    """Threshold groups per layer: each layer's own (``None``) or ``groups`` for all (logged)."""
+    if groups is None:
+        return {name: m.threshold_groups for name, m in layers}
+    if groups < 1:
+        raise LayerwiseError(f"groups must be >= 1, got {groups}")
+    for name, m in layers:
+        if m.weight.shape[0] % groups:
+            raise LayerwiseError(
+                f"{groups} threshold groups do not divide the {m.weight.shape[0]} outputs of "
+                f"layer {name!r}; pick a group count that divides every layer's outputs, or "
+                "pass groups=None to keep each layer's own")
+    changed = [f"{name} {m.threshold_groups} -> {groups}" for name, m in layers
+               if m.threshold_groups != groups]
+    if changed:
+        log.info("UnIT calibration: re-grouping thresholds (groups=%d given): %s", groups,
+                 ", ".join(changed))
+    return {name: groups for name, _ in layers}
+
+
+def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None = None,
                      max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
                      seed: int = 0, chunk_elems: int = DEFAULT_CHUNK_ELEMS
                      ) -> dict[str, list[Tensor]]:
     """Sampled ``|x * w|`` of every UnIT layer's nonzero-operand MACs: ``{name: [per group]}``.
 
+    ``groups=None`` keeps each layer's own threshold groups; a number re-groups every layer.
     Raises :class:`LayerwiseError` when the model has no UnIT layer, the loader is empty, or a
     layer (group) saw no MAC with both operands nonzero.
     """
@@ -209,23 +236,18 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int = 1,
     if not layers:
         raise LayerwiseError(
             "the model has no UnIT layer to calibrate; call layerwise.unit.convert(model) first")
-    if groups < 1:
-        raise LayerwiseError(f"groups must be >= 1, got {groups}")
-    if max_samples_per_layer < groups:
+    per_layer_groups = _layer_groups(layers, groups)
+    most = max(per_layer_groups.values())
+    if max_samples_per_layer < most:
         raise LayerwiseError(
             f"max_samples_per_layer={max_samples_per_layer} leaves no sample for some of the "
-            f"{groups} groups; pass at least {groups}")
-    for name, m in layers:
-        if m.weight.shape[0] % groups:
-            raise LayerwiseError(
-                f"{groups} threshold groups do not divide the {m.weight.shape[0]} outputs of "
-                f"layer {name!r}; pick a group count that divides every layer's outputs")
+            f"{most} groups; pass at least {most}")
     samplers: dict[str, list[_BottomK]] = {}
     hooks: dict[str, Callable] = {}
-    k = max_samples_per_layer // groups
     for i, (name, m) in enumerate(layers):
+        g = per_layer_groups[name]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        samplers[name] = [_BottomK(k, gen) for _ in range(groups)]
+        samplers[name] = [_BottomK(max_samples_per_layer // g, gen) for _ in range(g)]
         fn = _linear_products if isinstance(m, UnITLinear) else _conv_products
 
         def hook(mod, args, _fn=fn, _s=samplers[name]):
@@ -249,7 +271,7 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int = 1,
     for name, ss in samplers.items():
         for g, s in enumerate(ss):
             if s.seen == 0:
-                where = f"group {g} of layer {name!r}" if groups > 1 else f"layer {name!r}"
+                where = f"group {g} of layer {name!r}" if len(ss) > 1 else f"layer {name!r}"
                 raise LayerwiseError(
                     f"{where} saw no MAC with both operands nonzero in {n_batches} calibration "
                     "batches (never reached, or all-zero inputs); pass a validation split with at "
@@ -276,14 +298,17 @@ def _apply(model: nn.Module, products: dict[str, list[Tensor]], percentile: floa
     return thresholds
 
 
-def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0, groups: int = 1,
+def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0,
+              groups: int | None = None,
               max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
               seed: int = 0) -> dict[str, Tensor]:
     """Set every UnIT layer's threshold to the ``percentile``-th percentile of ``|x * w|``.
 
-    See the module docstring for what is sampled. The thresholds are stored in each layer's
-    ``unit_threshold`` buffer (shape ``[groups]``, so they save with the state_dict) and returned
-    by layer name. Raises :class:`LayerwiseError` for a percentile outside (0, 100), an empty
+    See the module docstring for what is sampled. ``groups=None`` (default) keeps each layer's
+    own threshold groups (as :func:`~layerwise.unit.convert` set them); a number re-groups every
+    layer (logged). The thresholds are stored in each layer's ``unit_threshold`` buffer (shape
+    ``[groups]``, so they save with the state_dict) and returned by layer name. Raises
+    :class:`LayerwiseError` for a percentile outside (0, 100), an empty
     loader, or a layer that saw no nonzero-operand MAC.
     """
     percentile = _check_percentile(percentile)
@@ -293,12 +318,14 @@ def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0, g
 
 
 def sweep(model: nn.Module, loader_val: Iterable, evaluate_fn: Callable[[nn.Module], float],
-          percentiles: Iterable[float], *, groups: int = 1, max_batches: int | None = None,
+          percentiles: Iterable[float], *, groups: int | None = None,
+          max_batches: int | None = None,
           max_samples_per_layer: int = 2_000_000, seed: int = 0) -> list[SweepPoint]:
     """Calibrate at each percentile on ``loader_val`` and score with ``evaluate_fn(model)``.
 
     The products are collected once (calibration is dense, so every percentile sees the same
-    statistics and this equals calling :func:`calibrate` at each). For each point UnIT is enabled
+    statistics and this equals calling :func:`calibrate` at each; ``groups`` as there: ``None``
+    keeps each layer's own). For each point UnIT is enabled
     on every layer and the counters are reset before ``evaluate_fn`` runs, so ``macs_total`` /
     ``macs_executed`` / ``per_layer`` are what ``evaluate_fn``'s forward passes executed; the
     caller decides which split it evaluates. Afterwards the model stays calibrated at the LAST

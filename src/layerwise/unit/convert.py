@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerwiseError
-from .counts import MacCounts
+from .counts import MacCounts, combine_layers
 from .layers import UNIT_LAYER_TYPES, UnITConv1d, UnITConv2d, UnITLinear
 
 _SUPPORTED: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
@@ -147,8 +147,9 @@ def unit_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def total_counts(model: nn.Module) -> MacCounts:
-    """Sum of the counters of every UnIT layer."""
-    return sum((m.counts for _, m in unit_layers(model)), MacCounts())
+    """The counters of every UnIT layer combined (:func:`~layerwise.unit.counts.combine_layers`:
+    counters summed, ``samples`` = the number of network inputs, not the sum over layers)."""
+    return combine_layers(m.counts for _, m in unit_layers(model))
 
 
 def per_layer_counts(model: nn.Module) -> dict[str, MacCounts]:

@@ -31,10 +31,21 @@ The decision costs that the MCU cost model needs, following the loops of the aut
   ``field / samples``.
 
 All fields are exact Python ints.
+
+Two ways to put counts together, and they differ only in ``samples``:
+
+* ``a + b`` (and ``sum``): MORE CALLS of the same layer(s): every field adds, ``samples`` too
+  (40 inputs then 60 more are 100 inputs);
+* :func:`combine_layers`: DIFFERENT layers of one network over the same inputs: every counter
+  adds, but ``samples`` is the number of network inputs, which each layer saw once. Rule: the
+  ``samples`` given, else the smallest nonzero ``samples`` among the layers (a layer applied once
+  per input counts the batch; a Linear over ``[B, T, F]`` counts ``B*T`` rows, never fewer than
+  ``B``). Pass ``samples=`` when no layer sees each input exactly once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 
@@ -66,6 +77,8 @@ class MacCounts:
         return self.threshold + self.executed
 
     def __add__(self, other: MacCounts) -> MacCounts:
+        """More calls of the same layer(s): every field adds, ``samples`` included. To put
+        DIFFERENT layers of one network together use :func:`combine_layers`."""
         if not isinstance(other, MacCounts):
             return NotImplemented
         return MacCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name)
@@ -87,3 +100,22 @@ class MacCounts:
     def from_json(cls, data: dict) -> MacCounts:
         """Inverse of :meth:`to_json` (derived keys are ignored)."""
         return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
+
+
+def combine_layers(layers: Iterable[MacCounts], *, samples: int | None = None) -> MacCounts:
+    """Counts of DIFFERENT layers of one network over the same inputs, as one network's counts.
+
+    Every counter is summed; ``samples`` is the number of network inputs: ``samples`` when given,
+    else the smallest nonzero ``samples`` among ``layers`` (0 when there is none). ``a + b`` is
+    for more calls of the same layer (its ``samples`` add); see the module docstring.
+    """
+    layers = list(layers)
+    for c in layers:
+        if not isinstance(c, MacCounts):
+            raise TypeError(f"combine_layers takes MacCounts, got {type(c).__name__}")
+    out = {f.name: sum(getattr(c, f.name) for c in layers) for f in fields(MacCounts)
+           if f.name != "samples"}
+    if samples is None:
+        nonzero = [c.samples for c in layers if c.samples > 0]
+        samples = min(nonzero) if nonzero else 0
+    return MacCounts(**out, samples=int(samples))

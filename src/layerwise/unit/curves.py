@@ -1,6 +1,10 @@
 """Compare trade-off curves at equal executed MACs (the paper's Fig. 5 reading).
 
-A curve is a list of ``(remaining_macs_fraction, accuracy)`` points. UnIT's accuracy at a
+A curve is a list of ``(remaining_macs_fraction, accuracy)`` points. Both curves must count
+executed MACs on the SAME runtime: ``layerwise unit`` passes the common basis of
+:mod:`layerwise.unit.accounting` (a runtime that skips every MAC with a zero operand, plus UnIT's
+threshold skips), so that zero activations a baseline leaves are credited to it exactly as
+UnIT's are; the basis is recorded in the result (``basis``). UnIT's accuracy at a
 baseline point's MAC fraction is read off UnIT's curve by linear interpolation between its two
 neighbouring points (sorted by MACs); a baseline point outside UnIT's MAC range is not compared
 (no extrapolation).
@@ -30,6 +34,7 @@ class EqualMacComparison:
     points: list[dict]          # remaining, baseline accuracy, unit accuracy, margin (unit - base)
     compared: int
     unit_at_least: int          # points where UnIT's accuracy >= the baseline's
+    basis: str = "common"       # the runtime both curves' MACs are counted on
 
     @property
     def min_margin(self) -> float | None:
@@ -38,10 +43,14 @@ class EqualMacComparison:
 
     def to_json(self) -> dict:
         return {"baseline": self.baseline, "points": self.points, "compared": self.compared,
-                "unit_at_least": self.unit_at_least, "min_margin": self.min_margin}
+                "unit_at_least": self.unit_at_least, "min_margin": self.min_margin,
+                "basis": self.basis}
 
 
-def compare_at_equal_macs(unit_curve, baseline_curve, baseline: str) -> EqualMacComparison:
+def compare_at_equal_macs(unit_curve, baseline_curve, baseline: str, *,
+                          basis: str = "common") -> EqualMacComparison:
+    """UnIT's accuracy read at each baseline point's MAC fraction (module docstring); both curves
+    on the runtime ``basis`` names (``"common"``: :data:`layerwise.unit.accounting.COMMON_BASIS`)."""
     pts, n, ok = [], 0, 0
     for x, acc in sorted(baseline_curve):
         u = interpolate(unit_curve, x)
@@ -50,4 +59,5 @@ def compare_at_equal_macs(unit_curve, baseline_curve, baseline: str) -> EqualMac
             n += 1
             ok += margin >= -1e-12
         pts.append({"remaining": x, "baseline_accuracy": acc, "unit_accuracy": u, "margin": margin})
-    return EqualMacComparison(baseline=baseline, points=pts, compared=n, unit_at_least=ok)
+    return EqualMacComparison(baseline=baseline, points=pts, compared=n, unit_at_least=ok,
+                              basis=basis)

@@ -16,14 +16,19 @@ Two profiles (cycles at the core clock; FRAM wait states are not modelled, so th
 depend on that choice because active current scales with frequency):
 
 * ``msp430-swmul``: the paper's figures (section 1 and 2.2): a software multiply ~77 cycles
-  (TI SLAA329), an add 6, a branch 2-4 (we take 4 for both outcomes). MAC = 2 operand loads (2 each)
-  + 77 + 6 = 87. Exact division: a software 32/16 division, ~150 cycles (our estimate: the paper
-  only says division is "nearly as expensive as multiplication" and that bitshift / binary tree
-  are 50-59.8 % faster than it, Fig. 8).
+  (TI SLAA329), an add 6. MAC = 2 operand loads (2 each) + 77 + 6 = 87. Exact division: a
+  software 32/16 division, ~150 cycles (our estimate: the paper only says division is "nearly as
+  expensive as multiplication" and that bitshift / binary tree are 50-59.8 % faster than it,
+  Fig. 8).
 * ``msp430-hwmul``: figures measured with ``mspdebug sim`` on the classic MSP430 core
   (REFERENCE.md): hardware-multiplier MAC about 8-11 cycles including operand writes (we take 10),
-  cmp + jump 3, the UnIT compare-and-skip test 5 cycles when it keeps and 8 when it skips,
   add / shift 1. Exact division through the same software routine (the MPY32 has no divider).
+
+The compare-and-skip test (UnIT's ``|z| > t`` and every zero test) never touches the multiplier,
+so both profiles charge it the same: :data:`COMPARE_KEEP_CYCLES` (5) when it lets the MAC run and
+:data:`COMPARE_SKIP_CYCLES` (8) when it skips, measured with ``mspdebug sim`` on the classic MSP430
+core (REFERENCE.md, "What skipping costs on real hardware"). Those two constants are the only
+place these figures live; update them there (with :data:`COMPARE_SOURCE`) when re-measured.
 
 Active power: MSP430FR5994 datasheet active-mode current, about 118 uA/MHz at 3.0 V (FRAM
 execution, typical; an estimate assumption: it varies with cache hit ratio and supply), i.e.
@@ -35,13 +40,16 @@ Runtimes (what each compared variant pays), :func:`cost`:
 * ``"sparse_weights"``: magnitude-pruned model on a compressed-weight runtime (CSR-like): only
   nonzero-weight MACs execute and each pays one extra ``load`` for its index; zero weights are not
   stored and cost nothing.
-* ``"zero_skip"``: activation-sparsity runtime (FATReLU, SONIC's zero-skipping): one test per
-  control term (Linear: per input activation, skipping its row when zero; Conv: per weight); MACs
-  with a zero operand are skipped, the rest execute. By default one test per MAC (an upper bound);
-  pass ``compares`` (from :class:`~layerwise.unit.counts.MacCounts`) for the exact test count.
-* ``"unit"``: UnIT (eq. 2-3): ``counts.compares`` tests (kept MACs pay ``keep``, every other test
-  ``skip``), ``counts.divisions`` ratios by the chosen ``division`` method with ``avg_steps`` loop
-  steps each (measured by the kernels; defaults per profile), and the executed MACs.
+* ``"zero_skip"``: a runtime that skips every MAC with a zero operand (zero weight or zero
+  input): UnIT's loop at ``T = 0`` (SONIC-style zero skipping). Its tests are the counters'
+  ``compares`` (one zero test per control term; a nonzero control term one test per MAC it
+  controls, which also catches a zero in the other operand), kept MACs pay ``keep`` and every
+  other test ``skip``; no divisions. Counts without ``compares`` are charged one test per MAC
+  (an upper bound); ``compares=`` overrides. This is the COMMON basis every compared variant is
+  counted on (:mod:`layerwise.unit.accounting`), and FATReLU's own runtime.
+* ``"unit"``: UnIT (eq. 2-3): the same loop and tests (``counts.compares``) plus
+  ``counts.divisions`` ratios by the chosen ``division`` method with ``avg_steps`` loop steps
+  each (measured by the kernels; defaults per profile); only the executed MACs run.
 
 No runtime is charged loop overhead (index arithmetic, pointer increments) beyond the per-MAC
 loads; it is the same for every variant and is left out so that ratios compare work.
@@ -53,7 +61,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from ..errors import LayerwiseError
-from .counts import MacCounts
+from .counts import MacCounts, combine_layers
 
 RUNTIMES = ("dense", "sparse_weights", "zero_skip", "unit")
 DIVISIONS = ("exact", "bitshift", "binary_tree", "bitmask")
@@ -82,13 +90,21 @@ class McuProfile:
         return self.active_power_w / self.clock_hz
 
 
+# The compare-and-skip test, one figure for every profile (module docstring). ONE place.
+COMPARE_KEEP_CYCLES = 5
+COMPARE_SKIP_CYCLES = 8
+COMPARE_SOURCE = ("UnIT compare-and-skip test 5 cycles (keep) / 8 (skip), mspdebug sim on the "
+                  "classic MSP430 core (REFERENCE.md); it does not use the multiplier, so every "
+                  "profile charges it the same")
+
 _CLOCK = 8e6
 _POWER = 118e-6 * (_CLOCK / 1e6) * 3.0   # datasheet ~118 uA/MHz at 3 V (estimate assumption)
 
 PROFILES: dict[str, McuProfile] = {
     "msp430-swmul": McuProfile(
         name="msp430-swmul", clock_hz=_CLOCK,
-        mac=2 * 2 + 77 + 6, add=6, compare_branch_keep=4, compare_branch_skip=4, load=2,
+        mac=2 * 2 + 77 + 6, add=6, compare_branch_keep=COMPARE_KEEP_CYCLES,
+        compare_branch_skip=COMPARE_SKIP_CYCLES, load=2,
         # exact: software 32/16 division (estimate); bitshift: final T >> n (~4) + per loop
         # iteration rra + inc + jnz (1 + 1 + 2); binary tree: leaf table load (3) + cmp + jump per
         # level (4, the paper's upper branch figure); bitmask: and/sub/add/shift on two 16-bit
@@ -97,18 +113,20 @@ PROFILES: dict[str, McuProfile] = {
         division_step={"exact": 0, "bitshift": 4, "binary_tree": 4, "bitmask": 0},
         default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 0},
         active_power_w=_POWER,
-        source="UnIT paper figures (multiply ~77, add 6, branch 2-4 cycles; TI SLAA329)",
-        notes="branch taken as 4 cycles; loads 2 cycles each; exact division 150 is an estimate"),
+        source="UnIT paper figures (multiply ~77, add 6 cycles; TI SLAA329); compare test: "
+               "mspdebug sim (REFERENCE.md)",
+        notes="loads 2 cycles each; exact division 150 is an estimate; " + COMPARE_SOURCE),
     "msp430-hwmul": McuProfile(
         name="msp430-hwmul", clock_hz=_CLOCK,
-        mac=10, add=1, compare_branch_keep=5, compare_branch_skip=8, load=2,
+        mac=10, add=1, compare_branch_keep=COMPARE_KEEP_CYCLES,
+        compare_branch_skip=COMPARE_SKIP_CYCLES, load=2,
         division={"exact": 150, "bitshift": 2, "binary_tree": 3, "bitmask": 8},
         division_step={"exact": 0, "bitshift": 3, "binary_tree": 3, "bitmask": 0},
         default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 0},
         active_power_w=_POWER,
         source="mspdebug sim measurements on the classic MSP430 core (REFERENCE.md)",
         notes="HW-multiplier MAC 8-11 cycles incl. operand writes (10 used); cmp+jump 3; "
-              "UnIT test 5 keep / 8 skip; add/shift 1"),
+              "add/shift 1; " + COMPARE_SOURCE),
 }
 
 
@@ -172,14 +190,16 @@ def estimate(work: McuWork | Iterable[McuWork], profile: str | McuProfile = "msp
 
 
 def _as_counts(counts) -> MacCounts:
+    """One network's counts; a mapping / list holds DIFFERENT layers of it (combined with
+    :func:`~layerwise.unit.counts.combine_layers`: samples = network inputs)."""
     if isinstance(counts, MacCounts):
         return counts
     if isinstance(counts, Mapping) and "total" in counts:
         return MacCounts.from_json(counts)
     if isinstance(counts, Mapping):      # layer name -> counts
-        return sum((_as_counts(c) for c in counts.values()), MacCounts())
+        return combine_layers(_as_counts(c) for c in counts.values())
     if isinstance(counts, (list, tuple)) and counts and not isinstance(counts[0], int):
-        return sum((_as_counts(c) for c in counts), MacCounts())
+        return combine_layers(_as_counts(c) for c in counts)
     if isinstance(counts, (list, tuple)) and len(counts) == 4:
         return MacCounts(*(int(v) for v in counts))
     raise LayerwiseError(
@@ -205,8 +225,8 @@ def work_for(counts, runtime: str = "unit", division: str = "exact", *,
         return McuWork(macs_executed=nz, extra_loads=nz)
     if runtime == "zero_skip":
         executed = c.total - c.zero_weight - c.zero_input
-        tests = c.total if compares is None else int(compares)
-        # a Linear's row test lets several MACs run: never charge more tests than were made
+        tests = (c.compares if c.compares else c.total) if compares is None else int(compares)
+        # every executed MAC passed one test; never charge more keeps than tests were made
         keep = min(executed, tests)
         return McuWork(macs_executed=executed, compares_keep=keep, compares_skip=tests - keep)
     p = get_profile(profile)

@@ -10,7 +10,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 _STYLE = {"unit": ("C0", "o"), "unit@p20": ("C9", "P"), "magnitude": ("C1", "s"), "fatrelu": ("C2", "^"),
-          "unit+magnitude": ("C3", "D"), "unit+fatrelu": ("C4", "v"), "dense": ("k", "*")}
+          "unit+magnitude": ("C3", "D"), "unit+fatrelu": ("C4", "v"), "dense": ("k", "*"),
+          "dense+zero-skip": ("0.45", "X"), "dense (every MAC)": ("0.75", "*")}
 
 
 def accuracy_vs_macs(curves: dict[str, list[tuple[float, float]]], dense_accuracy: float,
@@ -19,7 +20,8 @@ def accuracy_vs_macs(curves: dict[str, list[tuple[float, float]]], dense_accurac
     """Fig. 5: accuracy drop (pt, dense minus variant) against remaining MACs (% of dense).
 
     ``curves``: method -> ``[(remaining_macs_fraction, accuracy), ...]``; ``chosen``: method ->
-    the point each variant was evaluated at (drawn larger).
+    the point each variant was evaluated at (drawn larger). The star at 100 % is the dense model
+    executing every MAC.
     """
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
@@ -34,7 +36,8 @@ def accuracy_vs_macs(curves: dict[str, list[tuple[float, float]]], dense_accurac
         color, marker = _STYLE.get(name, ("C5", "x"))
         ax.plot([100 * m], [100 * (dense_accuracy - a)], marker=marker, color=color,
                 markersize=10, markeredgecolor="k", linestyle="none")
-    ax.plot([100], [0], marker="*", color="k", markersize=10, linestyle="none", label="dense")
+    ax.plot([100], [0], marker="*", color="k", markersize=10, linestyle="none",
+            label="dense (every MAC)")
     ax.axhline(0, color="0.7", linewidth=0.8)
     ax.set_xlabel("remaining MACs executed (% of dense)")
     ax.set_ylabel("accuracy drop vs dense (points)")
@@ -47,13 +50,14 @@ def accuracy_vs_macs(curves: dict[str, list[tuple[float, float]]], dense_accurac
     return path
 
 
-def _bars(values: dict[str, float], ylabel: str, title: str, path: str | Path, note: str) -> Path:
+def _bars(values: dict[str, float], ylabel: str, title: str, path: str | Path, note: str,
+          reference: str = "dense") -> Path:
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     names = list(values)
     colors = [_STYLE.get(n, ("C5", "x"))[0] for n in names]
     bars = ax.bar(range(len(names)), [values[n] for n in names], color=colors)
-    base = values.get("dense")
+    base = values.get(reference)
     for b, n in zip(bars, names):
         label = f"{values[n]:.3g}" + (f"\n{values[n] / base:.2f}x" if base else "")
         ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
@@ -69,15 +73,18 @@ def _bars(values: dict[str, float], ylabel: str, title: str, path: str | Path, n
     return path
 
 
-def mcu_time(ms_per_variant: dict[str, float], path: str | Path, *, profile: str) -> Path:
-    """Fig. 6: modelled MCU time per inference (ms) of each variant, ratio to dense on the bars."""
+def mcu_time(ms_per_variant: dict[str, float], path: str | Path, *, profile: str,
+             reference: str = "dense") -> Path:
+    """Fig. 6: modelled MCU time per inference (ms) of each variant, ratio to ``reference`` on
+    the bars."""
     return _bars(ms_per_variant, "time per inference (ms, modelled)",
                  f"UnIT Fig. 6: MCU time per variant ({profile})", path,
-                 "ESTIMATE: cycle model, not a measurement")
+                 f"ESTIMATE: cycle model, not a measurement; ratios vs {reference}", reference)
 
 
-def mcu_energy(uj_per_variant: dict[str, float], path: str | Path, *, profile: str) -> Path:
-    """Fig. 7: modelled MCU energy per inference (uJ) of each variant."""
+def mcu_energy(uj_per_variant: dict[str, float], path: str | Path, *, profile: str,
+               reference: str = "dense") -> Path:
+    """Fig. 7: modelled MCU energy per inference (uJ) of each variant, ratio to ``reference``."""
     return _bars(uj_per_variant, "energy per inference (uJ, modelled)",
                  f"UnIT Fig. 7: MCU energy per variant ({profile})", path,
-                 "ESTIMATE: cycle model x datasheet active power")
+                 f"ESTIMATE: cycle model x datasheet active power; ratios vs {reference}", reference)

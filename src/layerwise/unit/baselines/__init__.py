@@ -6,18 +6,23 @@
   that rule; we do not).
 * :mod:`.fatrelu`: FATReLU, ``f(x) = x if x >= t else 0`` (Kurtz et al. 2020), replacing the
   model's ``nn.ReLU`` modules, with per-layer thresholds found by binary search on validation
-  data one layer at a time.
+  data one layer at a time; :func:`calibrate_fatrelu_bounds` selects, per bound, the
+  configuration that skips the most on validation among the searches at bounds up to it
+  (monotone in the bound).
 """
 
 from .fatrelu import (
     FATReLU,
+    FatReluBoundSelection,
     FatReluCalibration,
     FatReluReport,
     binary_search_threshold,
     calibrate_fatrelu,
+    calibrate_fatrelu_bounds,
     fatrelu_layers,
     relu_input_max,
     replace_relus,
+    select_monotone,
     set_fatrelu_thresholds,
 )
 from .magnitude import (
@@ -33,6 +38,7 @@ from .magnitude import (
 
 __all__ = [
     "FATReLU",
+    "FatReluBoundSelection",
     "FatReluCalibration",
     "FatReluReport",
     "MagnitudeConfig",
@@ -41,12 +47,14 @@ __all__ = [
     "apply_masks",
     "binary_search_threshold",
     "calibrate_fatrelu",
+    "calibrate_fatrelu_bounds",
     "fatrelu_layers",
     "global_magnitude_masks",
     "iterative_magnitude_prune",
     "prunable_layers",
     "relu_input_max",
     "replace_relus",
+    "select_monotone",
     "set_fatrelu_thresholds",
     "sparsity_of",
 ]
