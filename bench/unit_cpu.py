@@ -68,34 +68,41 @@ def timed(variants: dict, reps: int) -> dict:
                 "wall_us": v.median_ms * 1e3, "wall_iqr_us": v.iqr_ms * 1e3} for k, v in lat.items()}
 
 
-def row_case(name: str, weight: torch.Tensor, bias, threshold: float, inputs: list, reps: int,
-             rule: str = "mac") -> dict:
-    """Time torch dense against row skipping over ``inputs`` (each ``[B, in]``)."""
+def row_case(name: str, weight: torch.Tensor, bias, threshold: float, inputs: list, reps: int) -> dict:
+    """Time torch dense against row skipping (row rule and per-MAC rule) over ``inputs``
+    (each ``[B, in]``), interleaved."""
     t = torch.tensor([threshold])
     plan = RowPlan.build(weight, bias, t)
-    skipped = [rowskip_linear(x, plan, rule=rule, count=False)[1].skipped_fraction for x in inputs]
-    for x in inputs[:4]:          # the kernel computes what the per-MAC reference computes
-        if rule == "mac":
-            torch.testing.assert_close(rowskip_linear(x, plan, rule=rule)[0],
-                                       unit_linear(x, weight, bias, t)[0], rtol=1e-4, atol=1e-4)
+    skipped = [rowskip_linear(x, plan, rule="row", count=False)[1].skipped_fraction for x in inputs]
+    for x in inputs[:4]:          # the per-MAC rule computes what the per-MAC reference computes
+        torch.testing.assert_close(rowskip_linear(x, plan, rule="mac")[0],
+                                   unit_linear(x, weight, bias, t)[0], rtol=1e-4, atol=1e-4)
     tm = timed({"torch": Cycle(lambda x: F.linear(x, weight, bias), inputs),
-                "rowskip": Cycle(lambda x: rowskip_linear(x, plan, rule=rule, count=False)[0],
-                                 inputs)}, reps)
+                "same loop, no skipping": Cycle(lambda x: rowskip_linear(x, plan, rule="none", count=False)[0],
+                                                inputs),
+                "row rule": Cycle(lambda x: rowskip_linear(x, plan, rule="row", count=False)[0], inputs),
+                "mac rule": Cycle(lambda x: rowskip_linear(x, plan, rule="mac", count=False)[0], inputs)},
+               reps)
     s = float(np.mean(skipped))
     ideal = 1.0 / (1.0 - s) if s < 1 else float("inf")
-    speed = tm["torch"]["cpu_us"] / tm["rowskip"]["cpu_us"]
-    return {"case": name, "shape": list(weight.shape), "batch": int(inputs[0].shape[0]),
-            "rule": rule, "skipped_share": s, "ideal": ideal, "speedup_vs_torch": speed,
-            "speedup_wall": tm["torch"]["wall_us"] / tm["rowskip"]["wall_us"],
-            "achieved_of_ideal": speed / ideal, "timing": tm}
+    out = {"case": name, "shape": list(weight.shape), "batch": int(inputs[0].shape[0]),
+           "skipped_share": s, "ideal": ideal, "timing": tm}
+    for rule in ("row rule", "mac rule"):
+        speed = tm["torch"]["cpu_us"] / tm[rule]["cpu_us"]
+        own = tm["same loop, no skipping"]["cpu_us"] / tm[rule]["cpu_us"]
+        out[rule] = {"speedup_vs_torch": speed,
+                     "speedup_wall": tm["torch"]["wall_us"] / tm[rule]["wall_us"],
+                     "speedup_vs_same_loop": own, "achieved_of_ideal": own / ideal}
+    return out
 
 
-def threshold_for_share(weight: torch.Tensor, xs: torch.Tensor, share: float) -> float:
-    """T such that a row is skipped (for every sample of ``xs [B, in]``) in ``share`` of rows."""
+def threshold_for_share(weight: torch.Tensor, batches: list, share: float) -> float:
+    """T that skips ``share`` of the rows, on average over ``batches`` (each ``[B, in]``)."""
     if share <= 0:
         return 0.0
     colmax = weight.abs().amax(dim=0)
-    v = (xs.abs() * colmax).amax(dim=0)              # row p skipped iff T >= max_b |x_bp| max|W|
+    # row p of a batch is skipped iff T >= max_b |x_bp| * max_j |W[j, p]|
+    v = torch.cat([(x.abs() * colmax).amax(dim=0) for x in batches])
     return float(torch.quantile(v.double(), share))
 
 
@@ -110,8 +117,7 @@ def synthetic(reps: int, quick: bool) -> list[dict]:
         batches = [(1, s) for s in levels] + ([] if (quick or i != 4096) else [(8, 0.5), (64, 0.5)])
         for batch, share in batches:
             xs = [torch.randn(batch, i, generator=g) for _ in range(8)]
-            t = threshold_for_share(w, torch.cat(xs), share) if batch == 1 else \
-                threshold_for_share(w, xs[0], share)
+            t = threshold_for_share(w, xs, share)
             r = row_case(f"linear {i}->{o}", w, b, t, xs, reps)
             r["target_share"] = share
             rows.append(r)
@@ -149,6 +155,7 @@ def calibrated(model: nn.Module, data, max_drop: float, quick: bool) -> tuple[nn
     import copy
 
     unit = convert(copy.deepcopy(model)).model
+    to_row_skip(unit, "mac")     # the per-MAC rule, computed by the fast kernel (same results)
     val = make_loader(data.val, batch_size=256)
     dense_val = evaluate(model, data.val).accuracy
     ps = (20.0, 50.0) if quick else (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
@@ -185,22 +192,77 @@ def paired(data, a: nn.Module, b: nn.Module) -> dict:
             "only_a": only_a, "only_b": only_b, "mcnemar_p": float(p)}
 
 
+def conv_tap_share(unit: nn.Module, xs: list, tiles=(0, 8, 4)) -> dict:
+    """What a Conv row-skipping variant could skip at best, by output tile size (0: the whole
+    output plane): the share of MACs whose kernel tap ``w`` satisfies ``|w| * max|x| <= T`` over
+    every input value the tap meets in the tile (such a tap could be skipped for the whole tile
+    without looking at each MAC). Per-MAC UnIT's own skipped share is beside it."""
+    out = {}
+    for name, m in unit.named_modules():
+        if not isinstance(m, nn.Conv2d) or not hasattr(m, "unit_threshold"):
+            continue
+        got = capture_full(unit, m, xs)
+        t_o = m.unit_threshold.repeat_interleave(m.out_channels // m.unit_threshold.numel())
+        w = m.weight.detach().abs().reshape(m.out_channels, -1)            # [O, C*K*K]
+        row = {}
+        for tile in tiles:
+            skip = tot = 0
+            for x in got:
+                cols = F.unfold(x.abs(), m.kernel_size, dilation=m.dilation, padding=m.padding,
+                                stride=m.stride)[0]                      # [C*K*K, L]
+                oh = (x.shape[2] + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[0] + 1
+                ow = cols.shape[1] // oh
+                grid = cols.reshape(-1, oh, ow)
+                size = tile or max(oh, ow)
+                tmax = F.max_pool2d(grid[None], size, ceil_mode=True)[0]   # [C*K*K, th, tw]
+                npos = F.avg_pool2d(torch.ones(1, 1, oh, ow), size, ceil_mode=True, divisor_override=1)[0, 0]
+                ok = (w[:, :, None, None] * tmax[None]) <= t_o[:, None, None, None]  # [O, CKK, th, tw]
+                skip += float((ok * npos).sum())
+                tot += float(w.numel() * oh * ow)
+            row["plane" if tile == 0 else f"{tile}x{tile}"] = skip / tot
+        m.reset_counts()
+        with torch.no_grad():
+            for x in xs:
+                unit(x)
+        c = m.counts
+        row["per_mac_unit_threshold_share"] = c.threshold / c.total
+        row["per_mac_unit_skipped_share"] = c.skipped / c.total
+        out[name] = row
+    return out
+
+
+def capture_full(model: nn.Module, layer: nn.Module, xs: list) -> list:
+    got = []
+    h = layer.register_forward_pre_hook(lambda m, a: got.append(a[0].detach()))
+    with torch.no_grad():
+        for x in xs:
+            model(x)
+    h.remove()
+    return got
+
+
 def network_case(label: str, model: nn.Module, data, max_drop: float, reps: int, quick: bool) -> dict:
     unit, pct = calibrated(model, data, max_drop, quick)
     test_x = [data.test[i][0].unsqueeze(0) for i in range(16 if quick else 64)]
+    conv = conv_tap_share(unit, test_x[:16])
+    for name, r in conv.items():
+        print(f"  {label} {name}: share of MACs a tap-skipping conv could skip (|w| max|x| <= T over "
+              f"the tile): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.items() if not k.startswith("per_mac"))
+              + f"; per-MAC UnIT skips {100 * r['per_mac_unit_skipped_share']:.1f}% "
+              f"({100 * r['per_mac_unit_threshold_share']:.1f}% by threshold)", flush=True)
     per_layer = []
     for name, m in unit.named_modules():
-        if isinstance(m, nn.Linear) and not isinstance(m, RowSkipLinear):
+        if isinstance(m, RowSkipLinear):
             xs = capture(unit, m, test_x)
             r = row_case(f"{label} {name}", m.weight.detach(), m.bias.detach(),
                          float(m.unit_threshold[0]), xs, reps)
+            r["rows_skipped_by"] = "calibrated threshold on real test inputs"
             per_layer.append(r)
             print(fmt(r), flush=True)
     import copy
 
     # UnIT on the Linear layers only: convolutions run as torch dense convolutions here
     mac = copy.deepcopy(unit)
-    to_row_skip(mac, "mac")
     row = copy.deepcopy(unit)
     to_row_skip(row, "row")
     for m in (mac, row):
@@ -221,7 +283,7 @@ def network_case(label: str, model: nn.Module, data, max_drop: float, reps: int,
           f"{acc['acc_b']:.4f} on the same {acc['n']} test images ({acc['only_a']} right only with "
           f"per-MAC, {acc['only_b']} only with rows; McNemar exact p={acc['mcnemar_p']:.3g})", flush=True)
     return {"network": label, "percentile": pct, "layers": per_layer, "whole_network": whole,
-            "rule_accuracy": acc}
+            "rule_accuracy": acc, "conv_tap_share": conv}
 
 
 def lstm_case(reps: int, quick: bool, cache: Path) -> dict:
@@ -261,11 +323,14 @@ def lstm_case(reps: int, quick: bool, cache: Path) -> dict:
 
 def fmt(r: dict) -> str:
     t = r["timing"]
-    return (f"  {r['case']:<44} b={r['batch']:<3} s={100 * r['skipped_share']:5.1f}%  "
-            f"torch {t['torch']['cpu_us']:8.1f} us (IQR {t['torch']['cpu_iqr_us']:.1f})  "
-            f"rowskip {t['rowskip']['cpu_us']:8.1f} us (IQR {t['rowskip']['cpu_iqr_us']:.1f})  "
-            f"speed-up {r['speedup_vs_torch']:5.2f}x (wall {r['speedup_wall']:.2f}x)  "
-            f"ideal {r['ideal']:5.2f}x  achieved {100 * r['achieved_of_ideal']:5.1f}%")
+    d = t["same loop, no skipping"]
+    return (f"  {r['case']:<38} b={r['batch']:<3} s={100 * r['skipped_share']:5.1f}% ideal {r['ideal']:5.2f}x | "
+            f"torch {t['torch']['cpu_us']:7.1f} ({t['torch']['cpu_iqr_us']:.1f}) | "
+            f"no-skip loop {d['cpu_us']:7.1f} ({d['cpu_iqr_us']:.1f}) | "
+            + " | ".join(f"{k} {t[k]['cpu_us']:7.1f} ({t[k]['cpu_iqr_us']:.1f}) vs torch {r[k]['speedup_vs_torch']:5.2f}x "
+                         f"[wall {r[k]['speedup_wall']:.2f}x], vs no-skip {r[k]['speedup_vs_same_loop']:5.2f}x "
+                         f"= {100 * r[k]['achieved_of_ideal']:3.0f}% of ideal"
+                         for k in ("row rule", "mac rule")))
 
 
 def main(argv=None) -> int:
@@ -281,6 +346,10 @@ def main(argv=None) -> int:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
+    print("thread CPU time per call in us, median (IQR); speed-up = baseline / variant; ideal = 1/(1-s), "
+          "s = share of weight rows skipped; 'no-skip loop': the same compiled loop over every row; "
+          "row rule: surviving rows run every MAC; mac rule: UnIT's per-MAC test inside surviving "
+          "rows (exact UnIT); % of ideal = speed-up over the no-skip loop / ideal")
     print(f"unit_cpu: torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread, "
           f"{reps} interleaved calls per variant, load average {load0[0]:.2f}")
     print("synthetic Linear layers (Gaussian, threshold set for a target row share):")

@@ -25,6 +25,9 @@ Two rules for what surviving blocks compute (``rule``):
   :func:`~layerwise.unit.reference.unit_linear`'s to float32 rounding.
 * ``"row"``: the coarse, CPU-friendly rule: a surviving block runs every MAC. Its accuracy at the
   same calibration is reported against the per-MAC rule's.
+* ``"none"``: no skipping, every row runs through the same compiled loop: the baseline that says
+  how much of the ideal ``1 / (1 - s)`` the skipping achieves, apart from how fast torch's own
+  dense kernel happens to be on this CPU.
 
 Counts, both exact for what THIS execution does:
 
@@ -56,7 +59,8 @@ from .division import kernel_args, ratio_scalar
 from .layers import UnITLinear
 from .reference import threshold_per_output
 
-RULES = ("mac", "row")
+RULES = ("mac", "row", "none")
+_MODE = {"none": 0, "row": 1, "mac": 2}
 
 
 @dataclass
@@ -160,10 +164,11 @@ def _axpy_rows_masked(y, xs, ts, wt, rows, n, j0, j1):
 
 
 @njit(cache=True)
-def rowskip_kernel(x, wt, colmax, nnz, t_groups, bias, has_bias, per_mac, count,
+def rowskip_kernel(x, wt, colmax, nnz, t_groups, bias, has_bias, mode, count,
                    code, frac_bits, word_bits, start, pivot, left, right):
     """Row-skipping Linear. ``x [B, I]``, ``wt [I, O]`` (the weight transposed, contiguous),
-    ``colmax [G, I]``, ``nnz [G, I]`` (nonzero weights per block), float32 / int64.
+    ``colmax [G, I]``, ``nnz [G, I]`` (nonzero weights per block), float32 / int64; ``mode`` 0
+    (no skipping: the same loop over every row), 1 (row rule), 2 (per-MAC rule).
 
     Returns ``(y [B, O], stats)``, ``stats = [blocks, skipped_zero, skipped_threshold, macs_run,
     total, zero_weight, zero_input, threshold, compares, divisions]`` (the MacCounts part only
@@ -173,6 +178,7 @@ def rowskip_kernel(x, wt, colmax, nnz, t_groups, bias, has_bias, per_mac, count,
     no = wt.shape[1]
     ng = t_groups.shape[0]
     og = no // ng
+    per_mac = mode == 2
     y = np.empty((nb, no), dtype=np.float32)
     for b in range(nb):
         for j in range(no):
@@ -184,30 +190,75 @@ def rowskip_kernel(x, wt, colmax, nnz, t_groups, bias, has_bias, per_mac, count,
     skipped_zero = 0
     skipped_thr = 0
     divisions = 0
-    for p in range(ni):
-        nz_any = False
-        for b in range(nb):
-            if x[b, p] != 0:
-                nz_any = True
-                a = abs(x[b, p])
-                for g in range(ng):             # eq. (2): t = T_g / |x| once per (input, group)
+    if mode == 0:
+        keep[:, :] = True
+    elif nb == 1 and ng == 1 and code == 0:
+        # batch 1, one group, exact division: the common case, written so LLVM vectorises it
+        tg0 = t_groups[0]
+        one = np.float32(1.0)
+        nz = 0
+        nk = 0
+        for p in range(ni):
+            a = abs(x[0, p])
+            r = tg0 / (a if a != 0 else one)    # eq. (2): t = T / |x| (a zero input: no ratio)
+            t[0, p, 0] = r
+            k = (a != 0) & (colmax[0, p] > r)   # the whole row is skipped iff max|W| <= t
+            keep[0, p] = k
+            nz += a != 0
+            nk += k
+        divisions = nz
+        skipped_zero = ni - nz
+        skipped_thr = nz - nk
+    elif nb == 1:
+        # batch 1 (the case row skipping is for): one pass, no per-sample loops
+        for p in range(ni):
+            xv = x[0, p]
+            if xv == 0:
+                for g in range(ng):
+                    keep[g, p] = False
+                skipped_zero += ng
+                continue
+            a = abs(xv)
+            divisions += ng
+            for g in range(ng):                 # eq. (2): t = T_g / |x| once per (input, group)
+                if code == 0:                   # exact float32 division, inline
+                    r = t_groups[g] / a
+                else:
                     r, _steps = ratio_scalar(t_groups[g], a, code, frac_bits, word_bits,
                                              start, pivot, left, right, sf, si)
-                    t[b, p, g] = r
-                divisions += ng
-        for g in range(ng):
-            if not nz_any:
-                keep[g, p] = False
-                skipped_zero += 1
-                continue
-            k = False
+                t[0, p, g] = r
+                k = colmax[g, p] > r            # the whole block is skipped iff max|W| <= t
+                keep[g, p] = k
+                if not k:
+                    skipped_thr += 1
+    else:
+        for p in range(ni):
+            nz_any = False
             for b in range(nb):
-                if x[b, p] != 0 and colmax[g, p] > t[b, p, g]:
-                    k = True
-                    break
-            keep[g, p] = k
-            if not k:
-                skipped_thr += 1
+                if x[b, p] != 0:
+                    nz_any = True
+                    a = abs(x[b, p])
+                    for g in range(ng):             # eq. (2): t = T_g / |x| once per (input, group)
+                        if code == 0:               # exact float32 division, inline
+                            t[b, p, g] = t_groups[g] / a
+                        else:
+                            r, _steps = ratio_scalar(t_groups[g], a, code, frac_bits, word_bits,
+                                                     start, pivot, left, right, sf, si)
+                            t[b, p, g] = r
+                    divisions += ng
+            for g in range(ng):
+                if not nz_any:
+                    keep[g, p] = False
+                    skipped_zero += 1
+                    continue
+                k = False
+                for b in range(nb):
+                    if x[b, p] != 0 and colmax[g, p] > t[b, p, g]:
+                        k = True
+                        break
+                keep[g, p] = k
+                if not k:
+                    skipped_thr += 1
     rows = np.empty(ni, dtype=np.int64)
     xs = np.empty(ni, dtype=np.float32)
     ts = np.empty(ni, dtype=np.float32)
@@ -255,7 +306,8 @@ def rowskip_kernel(x, wt, colmax, nnz, t_groups, bias, has_bias, per_mac, count,
                     for g in range(ng):
                         zero_in += nnz[g, p]
                     continue
-                compares += ng                  # the block test per group
+                if mode != 0:
+                    compares += ng              # the block test per group
                 for g in range(ng):
                     if not keep[g, p]:
                         continue
@@ -318,8 +370,8 @@ def rowskip_linear(x: Tensor, plan: RowPlan, *, rule: str = "mac", count: bool =
     ``count=False`` skips the per-MAC counting pass (for timing); the MacCounts are then None.
     """
     if rule not in RULES:
-        raise LayerwiseError(f"rule {rule!r}: use 'mac' (UnIT's per-MAC test inside kept rows) "
-                             "or 'row' (whole rows only)")
+        raise LayerwiseError(f"rule {rule!r}: use 'mac' (UnIT's per-MAC test inside kept rows), "
+                             "'row' (whole rows only) or 'none' (no skipping, the same loop)")
     in_f, out_f = plan.wt.shape
     if x.shape[-1] != in_f:
         raise LayerwiseError(
@@ -331,7 +383,7 @@ def rowskip_linear(x: Tensor, plan: RowPlan, *, rule: str = "mac", count: bool =
     if x2.dtype != torch.float32 or not x2.is_contiguous():
         x2 = x2.to(torch.float32).contiguous()
     y, s = rowskip_kernel(x2.numpy(), plan.wt, plan.colmax, plan.nnz, plan.t_groups, plan.bias,
-                          plan.has_bias, rule == "mac", count, *plan.kargs)
+                          plan.has_bias, _MODE[rule], count, *plan.kargs)
     n = x2.shape[0]
     rows = RowCounts(n, int(s[0]), int(s[1]), int(s[2]), n * in_f * out_f, int(s[3]))
     macs = (MacCounts(total=int(s[4]), zero_weight=int(s[5]), zero_input=int(s[6]),
@@ -352,7 +404,7 @@ class RowSkipLinear(UnITLinear):
 
     def _init_rows(self, rule: str) -> None:
         if rule not in RULES:
-            raise LayerwiseError(f"rule {rule!r}: use 'mac' or 'row'")
+            raise LayerwiseError(f"rule {rule!r}: use 'mac', 'row' or 'none'")
         self.rule = rule
         self.row_counts = RowCounts()
         self._plan: RowPlan | None = None
