@@ -5,6 +5,8 @@ loader)`` sets per-layer thresholds from a percentile of activation-weight produ
 layers' counters say how many MACs ran. Semantics: :mod:`layerwise.unit.reference`.
 ``choose_percentile`` picks the percentile from a VALIDATION curve (``layerwise unit
 --percentile auto``); ``measure_steps`` counts the division loop steps the cost model charges.
+``to_row_skip(model)`` runs the UnIT Linear layers with row skipping, the form of the rule that
+pays on a CPU (:mod:`layerwise.unit.rowskip`).
 """
 
 from .calibrate import SweepPoint, calibrate, collect_products, sweep
@@ -44,6 +46,7 @@ from .mcu import (
     work_for,
 )
 from .reference import threshold_per_output, unit_conv, unit_linear
+from .rowskip import RowCounts, RowPlan, RowSkipLinear, row_counts, rowskip_linear, to_row_skip
 from .select import PercentileChoice, choose_percentile
 from .steps import StepCount, calibrate_trees, measure_steps
 
@@ -89,6 +92,13 @@ __all__ = [
     "quantize_threshold",
     "unit_conv_kernel",
     "unit_linear_kernel",
+    # CPU execution: whole weight rows skipped (row skipping)
+    "RowCounts",
+    "RowPlan",
+    "RowSkipLinear",
+    "row_counts",
+    "rowskip_linear",
+    "to_row_skip",
     # MCU cost model
     "PROFILES",
     "RUNTIMES",
