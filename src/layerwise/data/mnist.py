@@ -56,11 +56,11 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
-def _locate(directory: str) -> dict[str, Path]:
+def _locate(directory: str, label: str = "mnist") -> dict[str, Path]:
     base = Path(directory).expanduser()
     expected = ", ".join(f"{f}[.gz]" for f in FILES.values())
     if not base.is_dir():
-        raise DataError(f"mnist: folder {base} does not exist: pass the folder holding {expected}")
+        raise DataError(f"{label}: folder {base} does not exist: pass the folder holding {expected}")
     for root in (base, base / "raw"):
         found = {}
         for key, f in FILES.items():
@@ -72,32 +72,37 @@ def _locate(directory: str) -> dict[str, Path]:
             return found
         if found:
             missing = [f"{FILES[k]}[.gz]" for k in FILES if k not in found]
-            raise DataError(f"mnist: folder {root} is incomplete: missing {', '.join(missing)}; "
+            raise DataError(f"{label}: folder {root} is incomplete: missing {', '.join(missing)}; "
                             f"it needs {expected}")
-    raise DataError(f"mnist: no IDX files in {base}: expected {expected} (in it or in {base / 'raw'})")
+    raise DataError(f"{label}: no IDX files in {base}: expected {expected} (in it or in {base / 'raw'})")
 
 
-@register_dataset("mnist", kind="image", arg="DIR", summary="MNIST / Fashion-MNIST from IDX files")
-def load_mnist(name: str, arg: str, *, size=None, channels=None, seed: int = 0):
-    paths = _locate(arg)
+def load_idx_set(name: str, paths: dict[str, Path], *, label: str, classes: list[str],
+                 size=None, channels=None, info: dict | None = None):
+    """DatasetSplits of one MNIST-format set from its four located IDX files (module docstring)."""
     arrays = {k: read_idx(p, 3 if k.endswith("x") else 1) for k, p in paths.items()}
     for split in ("train", "test"):
         nx, ny = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
         if nx != ny:
-            raise DataError(f"mnist: {paths[f'{split}_x'].name} has {nx} images but "
+            raise DataError(f"{label}: {paths[f'{split}_x'].name} has {nx} images but "
                             f"{paths[f'{split}_y'].name} has {ny} labels: the files do not belong together")
     labels = np.concatenate([arrays["train_y"], arrays["test_y"]]).astype(np.int64)
     if labels.max(initial=0) > 9:
-        raise DataError(f"mnist: labels go up to {labels.max()}, expected 0..9: is it an MNIST-format set?")
+        raise DataError(f"{label}: labels go up to {labels.max()}, expected 0..9: is it an MNIST-format set?")
     images = torch.from_numpy(np.concatenate([arrays["train_x"], arrays["test_x"]])).unsqueeze(1)
     n_train = len(arrays["train_y"])
     keep, val, strat = fixed_split(labels[:n_train], fraction_count(VAL_FRACTION, n_train))
     indices = {"train": keep, "val": val, "test": np.arange(n_train, len(labels))}
     root = paths["train_x"].parent
-    info = {"source": f"IDX files in {root}",
+    meta = {"source": f"IDX files in {root}",
             "split": f"test = official t10k; val = fixed stratified {len(val)} of {n_train} train "
                      f"(1/12, 5000 of the official 60000; seed {SPLIT_SEED})",
-            "stratified": strat}
-    return build_image_splits(name, images, labels, indices, num_classes=10,
-                              classes=[str(i) for i in range(10)], info=info,
-                              size=size, channels=channels)
+            "stratified": strat, **(info or {})}
+    return build_image_splits(name, images, labels, indices, num_classes=10, classes=classes,
+                              info=meta, size=size, channels=channels)
+
+
+@register_dataset("mnist", kind="image", arg="DIR", summary="MNIST / Fashion-MNIST from IDX files")
+def load_mnist(name: str, arg: str, *, size=None, channels=None, seed: int = 0):
+    return load_idx_set(name, _locate(arg), label="mnist", classes=[str(i) for i in range(10)],
+                        size=size, channels=channels, info={"hflip_ok": False})
