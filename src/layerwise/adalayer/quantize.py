@@ -45,9 +45,26 @@ def _per_channel(t: torch.Tensor) -> torch.Tensor:
 
 
 def channel_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """fp16 scale per output channel (axis 0): max|w_c| / qmax, at least MIN_SCALE."""
+    """fp16 scale per output channel (axis 0): max|w_c| / qmax, at least MIN_SCALE.
+
+    Rounded UP to the next float16 where float16 rounding went down so far that max|w_c| would
+    land beyond ``(qmax + 1/2) * scale`` and be clipped by more than half a step (possible at
+    12-16 bits, up to ``qmax * 2**-12`` steps). A scale beyond float16's range is an error, never
+    inf.
+    """
     amax = _per_channel(weight.detach().float()).abs().amax(dim=1)
-    return (amax / qmax(bits)).clamp_min(MIN_SCALE).to(torch.float16)
+    exact = (amax / qmax(bits)).clamp_min(MIN_SCALE)
+    s16 = exact.to(torch.float16)
+    low = amax > (qmax(bits) + 0.5) * s16.to(torch.float32)
+    if bool(low.any()):
+        up = torch.nextafter(s16,
+                             torch.full_like(s16, float("inf")))
+        s16 = torch.where(low, up, s16)
+    if not bool(torch.isfinite(s16).all()):
+        raise LayerwiseError(
+            f"weights up to {float(amax.max()):.4g} need a quantization scale beyond float16's "
+            f"range at {bits} bits; use more bits or rescale the layer (e.g. fold it into a norm)")
+    return s16
 
 
 def _view(scale: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -58,8 +58,19 @@ def _read_pickle(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or key not in batch:
         raise DataError(f"file {path} is not a CIFAR-{n_classes} python batch: it lacks 'data' or "
                         f"'{key}'; replace it with the official file")
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[key], dtype=np.int64)
+    try:
+        raw = np.asarray(batch["data"])
+        lab = np.asarray(batch[key])
+        if raw.dtype.kind not in "ui" or lab.dtype.kind not in "ui" or lab.ndim != 1:
+            raise TypeError("non-integer data or labels")
+        if raw.size and (raw.min() < 0 or raw.max() > 255):
+            raise ValueError("pixel values outside 0..255")
+        data = raw.astype(np.uint8)
+        labels = lab.astype(np.int64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"file {path} holds malformed 'data' or '{key}' ({exc}); expected uint8 "
+                        f"pixels (N, {PIXELS}) and N integer labels: replace it with the official "
+                        "file") from None
     if data.ndim != 2 or data.shape[1] != PIXELS or len(data) != len(labels):
         raise DataError(f"file {path} holds data of shape {data.shape} with {len(labels)} labels; "
                         f"expected (N, {PIXELS}) and N labels: replace it with the official file")

@@ -14,6 +14,8 @@ resize/channel conversion, per-channel train mean/std. Native shape (1, 28, 28).
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read one IDX file (plain or .gz) and check its header; returns the array."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"file {path} cannot be read ({type(exc).__name__}: {exc}): "
                         "it is truncated or not gzip: replace it with the official file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
@@ -49,7 +51,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"file {path} is truncated inside its header: replace it with the official file")
     shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize      # Python ints: no int64 wrap-around
     if len(raw) - header != expected:
         raise DataError(f"file {path} is truncated or padded: header says shape {shape} ({expected} "
                         f"bytes) but {len(raw) - header} bytes follow; replace it with the official file")
@@ -86,6 +88,10 @@ def load_idx_set(name: str, paths: dict[str, Path], *, label: str, classes: list
         if nx != ny:
             raise DataError(f"{label}: {paths[f'{split}_x'].name} has {nx} images but "
                             f"{paths[f'{split}_y'].name} has {ny} labels: the files do not belong together")
+    tr, te = arrays["train_x"].shape[1:], arrays["test_x"].shape[1:]
+    if tr != te:
+        raise DataError(f"{label}: training images are {tr[0]}x{tr[1]} but test images {te[0]}x{te[1]}: "
+                        "the files do not belong together")
     labels = np.concatenate([arrays["train_y"], arrays["test_y"]]).astype(np.int64)
     if labels.max(initial=0) > 9:
         raise DataError(f"{label}: labels go up to {labels.max()}, expected 0..9: is it an MNIST-format set?")

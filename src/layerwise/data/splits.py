@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from ..errors import DataError
+
 log = logging.getLogger(__name__)
 
 SPLIT_SEED = 20240531  # constant on purpose: see the module docstring
@@ -31,7 +33,8 @@ def fixed_split(labels: np.ndarray, val: float | int, *, stratify: bool = True
     n = len(labels)
     n_val = int(val) if isinstance(val, int) and not isinstance(val, bool) else math.ceil(val * n)
     if not 0 < n_val < n:
-        raise ValueError(f"cannot hold out {n_val} of {n} samples")
+        raise DataError(f"cannot hold out {n_val} of {n} samples for a validation split: the "
+                        f"training data has too few samples ({n}); use a larger dataset")
     idx = np.arange(n)
     if stratify:
         try:
