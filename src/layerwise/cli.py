@@ -2,21 +2,48 @@
 
 Each command lives in ``layerwise.experiments.<module>`` with ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run_command(args, progress) -> CommandReport``; this file is the only
-place that prints. Bad input exits with code 2 and one line on stderr that names the problem and
-the fix.
+place that prints.
+
+The promise at this boundary: bad input, or a state of the machine the user can fix (a path that
+cannot be read or written, a full disk, a file that is not what it should be, too little memory),
+exits with code 2 and ONE line on stderr that names the problem and the fix; nothing saved before
+is lost. Anything else is a bug: exit code 1 and one line that says so and how to report it.
+``--debug`` prints the full traceback as well.
+
+Before a command runs, its output folder (``--out``) is checked, locked and prepared
+(``experiments.common.prepared_out_dir``): a bad folder fails at once, not after an epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import json
 import logging
+import os
 import sys
+import traceback
 from functools import partial
+from pathlib import Path
 
 from .errors import LayerwiseError
 
 COMMAND_MODULES = ("demo", "profile", "train_run", "unit_run", "compress_run", "lwac_run", "ela_run", "report_run")
+
+# Commands whose --out is a file, or that have none: no folder to prepare.
+_NO_OUT_FOLDER = {"report", "list"}
+
+EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the fix: see --help), not the usage block."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's name
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _progress():
@@ -35,33 +62,167 @@ def _cmd_list(args, progress=None):
     return CommandReport("models:   " + ", ".join(list_models()) + "\ndatasets: " + ", ".join(list_datasets()))
 
 
+def _has_option(p: argparse.ArgumentParser, option: str) -> bool:
+    return option in p._option_string_actions  # noqa: SLF001  (argparse keeps no public map)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layerwise", description="Fit deep networks on constrained devices, layer by layer: UnIT, LWAC, AdaLayerNet, ELA.")
+    from .experiments.common import FRESH_RUN_CHECKPOINTS
+
+    parser = _Parser(prog="layerwise", description="Fit deep networks on constrained devices, layer by layer: UnIT, LWAC, AdaLayerNet, ELA.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback too (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP)
         module.add_arguments(p)
+        if module.NAME in FRESH_RUN_CHECKPOINTS and not _has_option(p, "--overwrite"):
+            p.add_argument("--overwrite", action="store_true",
+                           help="start afresh even if OUT holds another run's checkpoints, replacing them "
+                                "(without it such a run refuses to start)")
         p.set_defaults(func=module.run_command)
     p = sub.add_parser("list", help="registered models and datasets")
     p.set_defaults(func=_cmd_list)
+    for p in sub.choices.values():  # `layerwise CMD ... --debug` works as well as `layerwise --debug CMD ...`
+        if not _has_option(p, "--debug"):
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+# ---------------------------------------------------------------------------------------------------
+# expected failures -> one line
+
+def _os_error_line(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else None
+    if exc.filename2 is not None:
+        where = f"{exc.filename} -> {exc.filename2}"
+    what = exc.strerror or str(exc) or type(exc).__name__
+    at = f" ({where})" if where is not None else ""
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{at}: free some space (or use --out on another disk) and rerun; "
+                "files saved before are kept (every write is atomic)")
+    if code == errno.EROFS:
+        return f"read-only file system{at}: choose an --out folder on a writable disk"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied{at}: choose a path you can read and write, or fix its permissions"
+    if code == errno.ENOENT:
+        return f"no such file or directory{at}: check the path"
+    if code == errno.EISDIR:
+        return f"is a directory{at}: pass a file path there"
+    if code == errno.ENOTDIR:
+        return f"not a directory{at}: a part of that path is a file; check the path"
+    if code == errno.EEXIST:
+        return f"already exists{at}: choose another path"
+    if code == errno.ENOMEM:
+        return "out of memory: use a smaller --size or --batch-size, fewer samples, or a machine with more memory"
+    return f"{what}{at}: check the path, its permissions and the disk"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
     try:
-        report = args.func(args, _progress())
-    except LayerwiseError as exc:
-        print(f"layerwise: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        import torch
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    if isinstance(exc, RuntimeError):
+        msg = str(exc)
+        return "can't allocate memory" in msg or "CUDA out of memory" in msg or "DefaultCPUAllocator" in msg
+    return False
+
+
+def expected_error_line(exc: BaseException) -> str | None:
+    """The one line for an expected failure, or None for an unexpected one (a bug)."""
+    if isinstance(exc, LayerwiseError):
+        return str(exc).strip().replace("\n", " ")
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}): pass a text file written by "
+                "layerwise or saved as UTF-8 (--debug shows which file)")
+    if isinstance(exc, json.JSONDecodeError):
+        return (f"a file is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno}): pass a file written "
+                "by layerwise (--debug shows which file)")
+    if _is_out_of_memory(exc):
+        return ("out of memory: use a smaller --size or --batch-size (or --batched), fewer samples, or a machine "
+                "with more memory")
+    if isinstance(exc, OSError):
+        return _os_error_line(exc)
+    return None
+
+
+def bug_line(exc: BaseException) -> str:
+    from .storage import first_line
+    return (f"internal error ({first_line(exc, 160)}): this is a bug in layerwise, not in your input; "
+            "please report it with the command you ran; rerun with --debug to see the full traceback")
+
+
+def _out_folder(args: argparse.Namespace) -> Path | None:
+    """The output folder of this command (``--out`` or its default), or None if it has none."""
+    from .experiments.common import default_out
+    if args.command in _NO_OUT_FOLDER or not hasattr(args, "out"):
+        return None
+    if args.out is not None:
+        return Path(args.out)
+    if getattr(args, "model", None) is None or getattr(args, "dataset", None) is None:
+        return None
+    return default_out(args.command, args.model, args.dataset)
+
+
+def _run(args: argparse.Namespace):
+    from .experiments.common import check_limits, prepared_out_dir
+    from .storage import check_checkpoint_file
+
+    check_limits(args)
+    if getattr(args, "checkpoint", None) is not None:
+        check_checkpoint_file(args.checkpoint)
+    with contextlib.ExitStack() as stack:
+        folder = _out_folder(args)
+        if folder is not None:
+            args.out = stack.enter_context(prepared_out_dir(
+                folder, args.command, resume=bool(getattr(args, "resume", False)),
+                overwrite=bool(getattr(args, "overwrite", False))))
+        return args.func(args, _progress())
+
+
+def _fail(exc: BaseException, debug: bool) -> int:
+    """Print the one line for ``exc`` (after its traceback with --debug); return the exit code."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt):
         print("layerwise: interrupted", file=sys.stderr)
         return 130
-    print(report.text)
+    line = expected_error_line(exc)
+    if line is not None:
+        print(f"layerwise: error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"layerwise: {bug_line(exc)}", file=sys.stderr)
+    return EXIT_BUG
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+            return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+        debug = bool(getattr(args, "debug", False))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        report = _run(args)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the boundary: every failure is one line
+        return _fail(exc, debug)
+    try:
+        print(report.text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `layerwise ... | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError, ValueError):  # no second error when Python flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return report.exit_code
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from .errors import LayerwiseError
 from .results import read_results
-from .storage import atomic_write_text
+from .storage import atomic_write_text, first_line
+
+REPORT_FILE = "report.html"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -81,14 +83,43 @@ def _section(directory: Path) -> str:
             f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}</table>{''.join(figs)}")
 
 
+def report_path(out: str | os.PathLike) -> Path:
+    """Where the page goes: ``out``, or ``out/report.html`` when ``out`` is an existing folder.
+
+    Checked before anything is read: not a special file (a device, a pipe), not inside a file.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        out = out.resolve()  # write the file the link points to, not over the link
+    if out.is_dir():
+        out = out / REPORT_FILE
+    if out.exists() and not out.is_file():
+        raise LayerwiseError(f"--out {out} is not a regular file (a device, pipe or socket): pass an .html file path")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LayerwiseError(f"--out {out} is inside {parent}, which is a file, not a folder: "
+                                     "pass a path in a folder")
+            break
+    return out
+
+
 def build_report(directories: list[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Write one HTML page for ``directories`` to ``out`` (atomically); return its path."""
+    """Write one HTML page for ``directories`` to ``out`` (atomically); return its path.
+
+    ``out`` may be an existing folder: the page is then ``out/report.html``.
+    """
     if not directories:
         raise LayerwiseError("no results directory given: pass one or more folders written by a layerwise command")
+    out = report_path(out)
     sections = [_section(Path(d)) for d in directories]
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>layerwise report</title>"
             f"<style>{_CSS}</style></head><body><h1>layerwise report</h1>"
             "<p class=meta>Every value comes from the results files below; energy marked (est.) is a model "
             "estimate (hover for its source), latency is median ± IQR over n runs.</p>"
             + "".join(sections) + "</body></html>\n")
-    return atomic_write_text(out, page)
+    try:
+        return atomic_write_text(out, page)
+    except OSError as exc:
+        raise LayerwiseError(f"cannot write the report {out} ({exc.strerror or first_line(exc)}): free some space "
+                             "or fix the permissions, or choose another --out; a file already there is kept") from None

@@ -91,8 +91,24 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _count(x: Any) -> bool:
+    return _finite(x) and x >= 1 and int(x) == x
+
+
+def _json_type(x: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if x is None else names.get(type(x), type(x).__name__)
+
+
 def validate(doc: dict) -> dict:
-    """Check ``doc`` against ``layerwise.results/1``; return it or raise :class:`ResultsSchemaError`."""
+    """Check ``doc`` against ``layerwise.results/1``; return it or raise :class:`ResultsSchemaError`.
+
+    Any JSON value may come in (a reader passes what it parsed): whatever its shape, the answer is
+    the document or one ResultsSchemaError, never a TypeError.
+    """
+    if not isinstance(doc, dict):
+        raise ResultsSchemaError(f"results must be a JSON object with the keys of {SCHEMA}, "
+                                 f"not a {_json_type(doc)}")
     problems: list[str] = []
     for key, typ in _REQUIRED_TOP.items():
         if key not in doc:
@@ -140,14 +156,18 @@ def validate(doc: dict) -> dict:
         if lat is not None:
             if not isinstance(lat, dict) or not all(k in lat for k in ("median", "iqr", "n", "batch")):
                 problems.append(f"{where}: latency_ms needs median, iqr, n and batch")
-            elif not (_finite(lat["median"]) and _finite(lat["iqr"]) and lat["n"] >= 1):
-                problems.append(f"{where}: latency_ms values must be finite with n >= 1")
+            elif not (_finite(lat["median"]) and _finite(lat["iqr"])):
+                problems.append(f"{where}: latency_ms median and iqr must be finite numbers")
+            elif not all(_count(lat[k]) for k in ("n", "batch")):
+                problems.append(f"{where}: latency_ms n and batch must be whole numbers >= 1")
         en = v.get("energy_j")
         if en is not None:
             if not isinstance(en, dict) or not all(k in en for k in ("value", "source", "estimated")):
                 problems.append(f"{where}: energy_j needs value, source and estimated (never a bare number)")
             elif not isinstance(en["estimated"], bool) or not isinstance(en["source"], str) or not en["source"]:
                 problems.append(f"{where}: energy_j.estimated must be a boolean and source a non-empty string")
+            elif not _finite(en["value"]):
+                problems.append(f"{where}: energy_j.value must be a finite number")
         for key in _NUMERIC_FIELDS + ("latency_ms", "energy_j"):
             if key in v and v[key] is None and key not in extra and f"{key}_reason" not in extra:
                 problems.append(f"{where}: {key} is null without a reason in extra[{key!r}]")
@@ -171,14 +191,34 @@ def write_results(out_dir: str | os.PathLike, results: Results | dict) -> Path:
 
 
 def read_results(path: str | os.PathLike) -> dict:
-    """Read and validate a results file (or the ``results.json`` inside a directory)."""
+    """Read and validate a results file (or the ``results.json`` inside a directory).
+
+    Every way the file can be wrong (unreadable, not UTF-8, not JSON, not the schema) is one
+    :class:`ResultsSchemaError` whose message names the file.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
     if not path.is_file():
         raise ResultsSchemaError(f"no results file at {path}: pass a directory written by a layerwise command")
     try:
-        doc = json.loads(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsSchemaError(f"cannot read {path} ({exc.strerror or exc}): check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultsSchemaError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}): pass the "
+                                 "results.json a layerwise command wrote") from None
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultsSchemaError(f"{path} is not valid JSON ({exc})") from None
-    return validate(doc)
+    except RecursionError:
+        raise ResultsSchemaError(f"{path} is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:    # e.g. an integer literal beyond Python's 4300-digit limit
+        raise ResultsSchemaError(f"{path} is not valid JSON ({str(exc)[:120]})") from None
+    try:
+        return validate(doc)
+    except ResultsSchemaError as exc:
+        raise ResultsSchemaError(f"{path}: {exc}") from None

@@ -1,12 +1,25 @@
-"""What every experiment runner shares: threads, seeds, data + model set-up, output folders."""
+"""What every experiment runner shares: threads, seeds, data + model set-up, output folders.
+
+Output folders. ``prepared_out_dir`` is what a run does with its folder before any expensive work:
+check that it can be written (exists or can be created, is a folder, not under a file), take its
+run lock for the whole run (:mod:`layerwise.runlock`), remove leftover temporary files of
+interrupted atomic writes, and refuse to start a fresh run over a folder that holds another run's
+checkpoint unless the user said ``--resume`` or ``--overwrite``. The command line does this for
+every command before it calls the runner; ``out_dir`` (what runners call) checks the folder too.
+
+Limits. Flags that size an allocation (``--size``, batch sizes) are capped in ``check_limits``, so a
+typo such as ``--size 3000`` is one line, not a 38.8 GB allocation and an out-of-memory kill.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,6 +28,8 @@ from torch import nn
 from ..data import DatasetSplits, load_dataset
 from ..errors import LayerwiseError, ShapeMismatchError
 from ..models import build_model, preferred_input_shape
+from ..runlock import RunLock
+from ..storage import check_checkpoint_file, ensure_writable_dir, remove_if_empty, remove_stale_tmp
 from ..train import load_weights
 
 log = logging.getLogger(__name__)
@@ -143,9 +158,93 @@ def build_for_data(spec: RunSpec, data: DatasetSplits, **model_kwargs) -> nn.Mod
     return model.to(spec.device)
 
 
+# Flags that size an allocation: (attribute, flag, most, unit). Every one must also be >= 1.
+LIMITS = (
+    ("size", "--size", 1024, "pixels per side"),
+    ("batch_size", "--batch-size", 16384, "samples per batch"),
+    ("base_batch_size", "--base-batch-size", 16384, "samples per batch"),
+    ("batched", "--batched", 16384, "samples per batch"),
+    ("threads", "--threads", 1024, "threads"),
+)
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """Refuse allocation-driving flags outside their limits (see ``LIMITS``), before any work."""
+    for attr, flag, most, unit in LIMITS:
+        value = getattr(args, attr, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value < 1:
+            raise LayerwiseError(f"{flag} must be at least 1, not {value}")
+        if value > most:
+            raise LayerwiseError(f"{flag} {value} exceeds the limit of {most} {unit}: use a value up to {most}")
+
+
+def default_out(command: str, model: str, dataset: str) -> Path:
+    """``runs/COMMAND-MODEL-DATASET``: where a command writes without ``--out``."""
+    return Path("runs") / f"{command}-{model}-{dataset.split(':')[0]}"
+
+
+# Checkpoints a fresh run of a command would overwrite, as globs under its folder. A command listed
+# here takes ``--overwrite`` (cli.py adds the flag where the command does not).
+FRESH_RUN_CHECKPOINTS = {
+    "train": ("checkpoint.pt",),
+    "ela": ("seed*/*/checkpoint.pt",),
+}
+
+
+def existing_checkpoints(folder: Path, command: str) -> list[Path]:
+    return sorted(p for pattern in FRESH_RUN_CHECKPOINTS.get(command, ()) for p in folder.glob(pattern) if p.is_file())
+
+
+def check_fresh_run(folder: Path, command: str, *, resume: bool = False, overwrite: bool = False) -> None:
+    """A fresh run never overwrites another run's checkpoint unless asked to (``--overwrite``)."""
+    if resume and overwrite:
+        raise LayerwiseError("--resume and --overwrite contradict each other: --resume continues the saved run, "
+                             "--overwrite replaces it; pass one of them")
+    if resume and command == "train":
+        if not (folder / "checkpoint.pt").is_file():
+            raise LayerwiseError(f"cannot resume: {folder / 'checkpoint.pt'} does not exist; --resume needs a "
+                                 "previous run with the same --out (drop --resume to start afresh)")
+        check_checkpoint_file(folder / "checkpoint.pt")  # e.g. 0 bytes: one line now, not after loading data
+    if resume or overwrite:
+        return
+    found = existing_checkpoints(folder, command)
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        how = "--resume to continue that run, " if command == "train" else ""
+        raise LayerwiseError(f"--out {folder} already holds another run's checkpoint ({found[0]}{more}): pass {how}"
+                             f"--overwrite to replace it, or choose another --out")
+
+
+@contextlib.contextmanager
+def prepared_out_dir(folder: str | Path, command: str, *, resume: bool = False, overwrite: bool = False,
+                     what: str = "--out") -> Iterator[Path]:
+    """Hold ``folder`` ready for one run of ``command`` (see the module docstring); yields it.
+
+    Re-entrant in one process (the command line prepares the folder, the runner may again). A
+    folder this call created and the run left empty is removed again at the end.
+    """
+    folder = Path(folder)
+    created = ensure_writable_dir(folder, what)
+    try:
+        with RunLock(folder, what=what) as lock:
+            if lock.fresh:
+                remove_stale_tmp(folder)
+            check_fresh_run(folder, command, resume=resume, overwrite=overwrite)
+            yield folder
+    finally:
+        remove_if_empty(created)
+
+
 def out_dir(spec: RunSpec, command: str) -> Path:
-    path = spec.out if spec.out is not None else Path("runs") / f"{command}-{spec.model}-{spec.dataset.split(':')[0]}"
-    path.mkdir(parents=True, exist_ok=True)
+    """The run's results folder (``--out``, else ``runs/COMMAND-MODEL-DATASET``), checked writable.
+
+    The command line has already locked and prepared it (``prepared_out_dir``); called from the
+    API, this checks and creates the folder (a one-line LayerwiseError if it cannot be written).
+    """
+    path = spec.out if spec.out is not None else default_out(command, spec.model, spec.dataset)
+    ensure_writable_dir(path)
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import LayerwiseError
 from ..report import build_report
-from .common import CommandReport
+from .common import CommandReport, prepared_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def run_command(args, progress=None) -> CommandReport:
         log.info("demo: layerwise %s", " ".join(full))
         start = time.perf_counter()
         step_args = parser.parse_args(full)
-        report = step_args.func(step_args, progress)
+        # each step's folder is checked and held like a command's own (a rerun replaces it)
+        with prepared_out_dir(step_args.out, step_args.command, overwrite=True):
+            report = step_args.func(step_args, progress)
         took = time.perf_counter() - start
         if report.exit_code != 0:
             raise LayerwiseError(f"demo step {step!r} stopped with exit code {report.exit_code}: {report.text[-300:]}")

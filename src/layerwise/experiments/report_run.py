@@ -13,7 +13,8 @@ HELP = "one HTML page from results directories"
 
 def add_arguments(p) -> None:
     p.add_argument("dirs", nargs="+", type=Path, help="results directories (each holds results.json)")
-    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
+    p.add_argument("--out", type=Path, default=Path("report.html"),
+                   help="HTML file to write (default report.html); an existing folder gets FOLDER/report.html")
 
 
 def run_command(args, progress=None) -> CommandReport:

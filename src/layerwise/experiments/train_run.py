@@ -7,11 +7,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import LayerwiseError
 from ..measure import profile_model
 from ..results import Results, Variant, env_info, write_results
 from ..train import TrainConfig, TrainResult, evaluate, train
-from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
-                     load_data_for_model, out_dir, set_threads, spec_from_args)
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, default_out,
+                     example_input, load_data_for_model, prepared_out_dir, set_threads, spec_from_args)
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,30 @@ class TrainOutput:
     test_accuracy: float | None
 
 
-def run_train(spec: RunSpec, config: TrainConfig, *, resume: bool = False, progress=None,
+def check_epochs(epochs: int, resume: bool) -> None:
+    if epochs < 0:
+        raise LayerwiseError(f"--epochs must be 0 or more, not {epochs}")
+    if epochs == 0 and not resume:
+        raise LayerwiseError("--epochs 0 trains nothing: pass --epochs 1 or more (with --resume, --epochs 0 "
+                             "re-evaluates the saved checkpoint without training)")
+
+
+def run_train(spec: RunSpec, config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress=None,
               model_kwargs: dict | None = None) -> TrainOutput:
+    """Train, evaluate and write ``results.json``; the output folder is checked and locked first, and
+    a fresh run (no ``resume``) refuses a folder holding a checkpoint unless ``overwrite``."""
     check_device(spec.device)
+    check_epochs(config.epochs, resume)
+    folder = spec.out if spec.out is not None else default_out("train", spec.model, spec.dataset)
+    with prepared_out_dir(folder, "train", resume=resume, overwrite=overwrite) as directory:
+        return _run_train(spec, config, directory, resume=resume, progress=progress, model_kwargs=model_kwargs)
+
+
+def _run_train(spec: RunSpec, config: TrainConfig, directory: Path, *, resume: bool, progress,
+               model_kwargs: dict | None) -> TrainOutput:
     threads = set_threads(spec.threads)
     data = load_data_for_model(spec)
     model = build_for_data(spec, data, **(model_kwargs or {}))
-    directory = out_dir(spec, "train")
     result = train(model, data, config, out_dir=directory, resume=resume, progress=progress)
     if result.interrupted:
         return TrainOutput(directory, None, result, None)
@@ -68,6 +86,9 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
     p.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate for residual models")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if OUT holds another run's checkpoint, replacing it "
+                        "(without it such a run refuses to start)")
 
 
 def run_command(args, progress=None) -> CommandReport:
@@ -75,7 +96,7 @@ def run_command(args, progress=None) -> CommandReport:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
                          weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                          device=args.device)
-    out = run_train(spec_from_args(args), config, resume=args.resume, progress=progress,
+    out = run_train(spec_from_args(args), config, resume=args.resume, overwrite=args.overwrite, progress=progress,
                     model_kwargs={"drop_path": args.drop_path} if args.drop_path else None)
     lines = [f"epoch {r.epoch + 1:3d}  loss {r.train_loss:.4f}  train acc {r.train_acc:.4f}  "
              f"val acc {r.val_acc:.4f}  {r.time_s:.1f}s" for r in out.train_result.history]
