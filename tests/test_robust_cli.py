@@ -336,3 +336,18 @@ def test_allocation_flags_are_capped_before_work(tmp_path, capsys, no_work, argv
     rc = main([*argv, "--out", str(tmp_path / "o")])
     one_line(capsys, *words, rc=rc)
     assert not (tmp_path / "o").exists()
+
+
+def test_train_and_val_limits_take_fixed_stratified_subsets_and_never_cut_test():
+    from collections import Counter
+
+    from layerwise.experiments.common import RunSpec, load_data_for_model
+
+    a = load_data_for_model(RunSpec(model="tiny-cnn", dataset="digits", train_limit=200, val_limit=100))
+    b = load_data_for_model(RunSpec(model="tiny-cnn", dataset="digits", train_limit=200, val_limit=100, seed=7))
+    full = load_data_for_model(RunSpec(model="tiny-cnn", dataset="digits"))
+    assert (len(a.train), len(a.val), len(a.test)) == (200, 100, len(full.test))
+    assert a.train.indices == b.train.indices          # the same subset whatever the seed
+    counts = Counter(int(a.val[i][1]) for i in range(len(a.val)))
+    assert max(counts.values()) - min(counts.values()) <= 1   # stratified: 10 classes, 10 each
+    assert "200 of" in a.info["train_limit"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class RunSpec:
     threads: int | None = None
     out: Path | None = None
     checkpoint: Path | None = None
+    train_limit: int | None = None     # a stratified subset of the training split (shorter runs)
+    val_limit: int | None = None       # a stratified subset of the validation split (cheaper calibration)
 
 
 @dataclass
@@ -72,12 +75,18 @@ def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True) -> N
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--train-limit", type=int, metavar="N",
+                   help="train on a fixed, stratified subset of N training samples (shorter runs; "
+                        "the test split is never cut)")
+    p.add_argument("--val-limit", type=int, metavar="N",
+                   help="calibrate and select on a fixed, stratified subset of N validation samples")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return RunSpec(model=args.model, dataset=args.dataset, size=args.size, channels=args.channels,
                    device=args.device, seed=args.seed, threads=args.threads, out=args.out,
-                   checkpoint=getattr(args, "checkpoint", None))
+                   checkpoint=getattr(args, "checkpoint", None),
+                   train_limit=getattr(args, "train_limit", None), val_limit=getattr(args, "val_limit", None))
 
 
 def fmt_count(n: int | None) -> str:
@@ -127,12 +136,50 @@ def check_device(device: str) -> str:
     return device
 
 
+def _labels_of(ds) -> np.ndarray:
+    if hasattr(ds, "labels") and hasattr(ds, "indices"):          # ImageDataset
+        return np.asarray(ds.labels[ds.indices])
+    if hasattr(ds, "tensors"):                                     # TensorDataset
+        return np.asarray(ds.tensors[1])
+    return np.asarray([int(ds[i][1]) for i in range(len(ds))])
+
+
+def limit_split(data: DatasetSplits, split: str, n: int | None) -> DatasetSplits:
+    """``data`` with ``split`` cut to a fixed, stratified subset of ``n`` samples (the same subset
+    for every run, seed and command); unchanged when ``n`` is None or not smaller."""
+    from torch.utils.data import Subset
+
+    from ..data.splits import fixed_split
+
+    if n is None:
+        return data
+    ds = getattr(data, split)
+    if n < 1:
+        raise LayerwiseError(f"--{split}-limit {n}: keep at least 1 sample")
+    if n >= len(ds):
+        return data
+    _, keep, stratified = fixed_split(_labels_of(ds), int(n))
+    info = dict(data.info)
+    info[f"{split}_limit"] = (f"{len(keep)} of {len(ds)} {split} samples, fixed "
+                              f"{'stratified ' if stratified else ''}subset")
+    log.info("%s: using %s", data.name, info[f"{split}_limit"])
+    return dataclasses.replace(data, **{split: Subset(ds, keep.tolist())}, info=info)
+
+
 def load_data_for_model(spec: RunSpec) -> DatasetSplits:
     """Load ``spec.dataset``; an image set too small for the model is resized to the model's input.
 
     Only when the user gave no ``--size``: e.g. ``tiny-cnn`` (UnIT Table 1, 28x28 MNIST network)
     on ``digits`` (8x8) runs on digits resized to 28x28, and the results record that shape.
+    ``--train-limit`` / ``--val-limit`` cut those splits to fixed stratified subsets; the test split
+    is never cut here.
     """
+    data = _load_for_model(spec)
+    data = limit_split(data, "train", spec.train_limit)
+    return limit_split(data, "val", spec.val_limit)
+
+
+def _load_for_model(spec: RunSpec) -> DatasetSplits:
     data = load_dataset(spec.dataset, size=spec.size, channels=spec.channels, seed=spec.seed)
     if data.kind != "image" or spec.size is not None:
         return data

@@ -322,7 +322,6 @@ def add_arguments(p) -> None:
     p.add_argument("--ablation", action="store_true", help="also train the Table 4/6/7 ablations")
     p.add_argument("--quick", action="store_true", help="a few samples and 2 epochs: a smoke test")
     p.add_argument("--step-rounds", type=int, default=8, help="interleaved training steps per variant")
-    p.add_argument("--train-limit", type=int, help="train on the first N training samples only (shorter runs)")
 
 
 def options_from_args(args) -> ElaOptions:
@@ -335,7 +334,7 @@ def options_from_args(args) -> ElaOptions:
                       weight_decay=args.weight_decay, seeds=tuple(args.seeds or [args.seed]), values=args.values,
                       ela=ela, ablation=args.ablation, quick=args.quick,
                       step_rounds=1 if args.quick else args.step_rounds, latency_n=2 if args.quick else 30,
-                      train_limit=args.train_limit)
+                      train_limit=None)   # --train-limit: a stratified subset, in load_data_for_model
 
 
 def report_text(out: ElaOutput) -> str:
