@@ -47,3 +47,58 @@ def test_demo_runs_its_steps_through_the_cli_and_builds_one_report(tmp_path, cap
     assert (out / "profile" / "results.json").is_file()
     page = (out / "report.html").read_text()
     assert "profile: resnet20 on digits[3x32x32]" in page
+
+
+def _write_v2(tmp_path):
+    """Three seeds of a method and its rival, 10 test images each, combined into one /2 file."""
+    import numpy as np
+
+    from layerwise.evidence import combine_seeds, with_statistics
+
+    per = []
+    a_hits = [[1] * 8 + [0] * 2, [1] * 9 + [0], [1] * 7 + [0] * 3]
+    b_hits = [[1] * 7 + [0] * 3, [1] * 9 + [0], [0] + [1] * 7 + [0] * 2]
+    # right with the method only: image 7 of seed 0, image 0 of seed 2; with dense only: image 7 of seed 2
+    for seed, ha, hb in zip((0, 1, 2), a_hits, b_hits):
+        v = [Variant(name=n, accuracy=float(np.mean(h)), macs=100, macs_executed=50, params=10, size_bytes=40,
+                     latency_ms=None, peak_mem_bytes=None, energy_j=None,
+                     extra={"latency_ms": "n/a", "peak_mem_bytes": "n/a", "energy_j": "n/a"})
+             for n, h in (("unit<x>", ha), ("dense", hb))]
+        r = Results("unit", "tiny-cnn", "fashion-mnist", env_info("cpu", 1, seed), v)
+        per.append(with_statistics(r, {"unit<x>": ha, "dense": hb}, compare=[("unit<x>", "dense")], resamples=300))
+    d = tmp_path / "v2"
+    write_results(d, combine_seeds(per, resamples=300))
+    return d
+
+
+def test_report_shows_ci_seed_spread_and_comparison_verdict(tmp_path):
+    from layerwise.report import build_report
+    from layerwise.results import read_results
+
+    d = _write_v2(tmp_path)
+    doc = read_results(d)
+    unit = doc["variants"][0]
+    page = build_report([d], tmp_path / "r.html").read_text()
+    ci = unit["accuracy_ci"]
+    assert "80.00 %" in page                                      # mean of 80, 90, 70 %
+    assert f"(95 % CI {100 * ci['low']:.2f}-{100 * ci['high']:.2f})" in page
+    assert "wilson, pooled over 3 seeds, n=30" in page
+    assert f"± {100 * unit['accuracy_std']:.2f} over 3 seeds" in page and "± 10.00 over 3 seeds" in page
+    assert "seed 2: 70.00 %" in page and "seeds 0, 1, 2" in page
+    assert "Paired comparisons" in page and "unit&lt;x&gt; vs dense: no measurable difference" in page
+    assert "+3.33 pt" in page and "2 / 1 (of 30)" in page
+
+
+def test_report_still_renders_a_v1_file(tmp_path):
+    import json
+
+    from layerwise.report import build_report
+
+    a = _write(tmp_path, "a", 0.97)
+    doc = json.loads((a / "results.json").read_text())
+    doc["schema"] = "layerwise.results/1"
+    doc["variants"][0]["accuracy_ci"] = "ignored in a /1 file"
+    (a / "results.json").write_text(json.dumps(doc))
+    page = build_report([a], tmp_path / "r.html").read_text()
+    assert "98.00 %" in page and "97.00 % (-1.00 pt)" in page
+    assert "CI" not in page.split("<h2>")[1] and "Paired comparisons" not in page
