@@ -285,6 +285,108 @@ def test_epoch_batches_are_deterministic_and_shard_the_global_batch():
     assert sorted(r0[0] + r1[0]) == sorted(single[0])  # rank shards of a global batch = the single-process batch
 
 
+KILL_SCRIPT = """
+import os, signal, sys
+import torch
+sys.path.insert(0, {tests!r})
+from test_train import make_splits, make_model, CONFIG
+from layerwise.train import train
+
+out, where, epoch_or_write, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(1)  # as in the test process, so both compute bit-identical results
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)  # no handler, no finally, no flush: as `kill -9`
+
+
+progress = None
+if where == "batch":  # before batch k of epoch call e
+    def progress(iterable, total=None, desc=None, leave=False, calls=[0]):
+        call, calls[0] = calls[0], calls[0] + 1
+        for i, item in enumerate(iterable):
+            if call == epoch_or_write and i == int(k):
+                die()
+            yield item
+else:  # during checkpoint write number n (1-based): halfway through the bytes, before or after the rename
+    n, writes = epoch_or_write, [0]
+    real_fdopen, real_replace = os.fdopen, os.replace
+
+    class HalfThenDie:
+        def __init__(self, f):
+            self.f = f
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            die()
+
+    def fdopen(fd, *args, **kw):
+        f = real_fdopen(fd, *args, **kw)
+        if "w" in (args[0] if args else kw.get("mode", "")):
+            writes[0] += 1
+            if writes[0] == n and k == "mid-write":
+                return HalfThenDie(f)
+        return f
+
+    def replace(src, dst):
+        if writes[0] == n and k == "before-rename":
+            die()
+        real_replace(src, dst)
+        if writes[0] == n and k == "after-rename":
+            die()
+
+    os.fdopen, os.replace = fdopen, replace
+train(make_model(0), make_splits(), CONFIG, out_dir=out, progress=progress)
+print("not killed")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where,n,k,on_disk", [
+    ("batch", 2, "0", (2, True)),              # between epochs: epoch 2's checkpoint is on disk
+    ("batch", 1, "4", (1, True)),              # mid-epoch: only epoch 1's checkpoint
+    ("write", 2, "mid-write", (1, False)),     # half of epoch 2's checkpoint written to the temporary file
+    ("write", 2, "before-rename", (1, False)),  # epoch 2's file complete, not yet renamed over epoch 1's
+    ("write", 2, "after-rename", (2, True)),   # renamed, killed before save_checkpoint returned
+    ("write", 1, "mid-write", (None, False)),  # during the very first write: there is nothing to resume
+], ids=["between-epochs", "mid-epoch", "during-write", "before-rename", "after-rename", "first-write"])
+def test_sigkill_then_resume_is_exact(where, n, k, on_disk, reference, splits, tmp_path):
+    """SIGKILL at several points of a run, then resume in this process: the same weights (torch.equal)
+    as the uninterrupted run; the checkpoint on disk is always a complete earlier one."""
+    ref_model, ref_result, _ = reference
+    script = tmp_path / "kill_script.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT.format(tests=str(Path(__file__).parent))))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script), str(out), where, str(n), k], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr[-3000:]
+    epochs_on_disk, clean = on_disk
+    leftovers = list(out.glob(".checkpoint.pt.*.tmp"))
+    assert len(leftovers) == (0 if clean else 1)
+    resumed = make_model(99)
+    if epochs_on_disk is None:
+        assert not (out / "checkpoint.pt").exists()
+        with pytest.raises(LayerwiseError, match="cannot resume"):
+            train(resumed, splits, CONFIG, out_dir=out, resume=True)
+        resumed = make_model(0)  # start afresh, as the message says: the same initial model as the killed run
+        result = train(resumed, splits, CONFIG, out_dir=out)
+    else:
+        ck = load_checkpoint(out / "checkpoint.pt")
+        assert (ck["epoch"], ck["step"]) == (epochs_on_disk, 0)
+        result = train(resumed, splits, CONFIG, out_dir=out, resume=True)
+    assert not result.interrupted and result.epochs_completed == 4
+    assert_same_state(resumed, ref_model)
+    assert [(r.train_loss, r.val_acc, r.lr) for r in result.history] == \
+        [(r.train_loss, r.val_acc, r.lr) for r in ref_result.history]
+    assert not list(out.glob(".checkpoint.pt.*.tmp"))  # the stale temporary file was removed
+
+
 DDP_SCRIPT = """
 import os, sys
 import torch

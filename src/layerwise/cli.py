@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .errors import LayerwiseError
 
-COMMAND_MODULES = ("demo", "profile", "train_run", "unit_run", "compress_run", "lwac_run", "ela_run", "report_run")
+COMMAND_MODULES = ("demo", "profile", "train_run", "unit_run", "compress_run", "lwac_run", "ela_run", "report_run", "bench")
 
 # Commands whose --out is a file, or that have none: no folder to prepare.
 _NO_OUT_FOLDER = {"report", "list"}
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace):
         folder = _out_folder(args)
         if folder is not None:
             args.out = stack.enter_context(prepared_out_dir(
-                folder, args.command, resume=bool(getattr(args, "resume", False)),
+                folder, args.command, resume=bool(getattr(args, "resume", False) or getattr(args, "resume_any", False)),
                 overwrite=bool(getattr(args, "overwrite", False))))
         return args.func(args, _progress())
 

@@ -35,3 +35,7 @@ class ResultsSchemaError(LayerwiseError):
 
 class CheckpointError(LayerwiseError):
     """A checkpoint that is missing, truncated or does not fit the model."""
+
+
+class ConfigError(LayerwiseError, ValueError):
+    """An option with a bad type or value (e.g. ``epochs=2.5``, ``lr=-1``)."""

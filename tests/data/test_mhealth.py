@@ -93,3 +93,84 @@ def test_mhealth_errors(tmp_path):
     bad.write_text("\n".join(" ".join(line.split()[:20]) for line in bad.read_text().splitlines()))
     with pytest.raises(DataError, match="mHealth_subject2.log has 20 columns"):
         load_dataset(f"mhealth:{tmp_path}")
+
+
+# ---- non-finite samples (NaN / inf) ----------------------------------------------------------------
+
+def _stream(n=600, label=3, seed=3):
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.normal(size=(n, 23)), np.full(n, label)])
+
+
+def test_one_nan_stays_local():
+    """A single NaN used to turn its channel into NaN over the whole recording (filtfilt spreads it)."""
+    clean = _stream()
+    dirty = clean.copy()
+    dirty[300, 0] = np.nan
+    stats = {}
+    x, y = subject_windows(dirty, stats)
+    x_clean, y_clean = subject_windows(clean)
+    assert np.isfinite(x).all() and x.shape == x_clean.shape == (8, 23, 128) and (y == y_clean).all()
+    assert stats == {"nan": {"chest_acc_x": 1}, "inf": {}, "interpolated": 1, "long_gap_samples": 0,
+                     "dropped_windows": 0}
+    starts = np.arange(8) * 64
+    far = (starts + 128 < 300 - 40) | (starts > 300 + 40)  # the filter's response has died out 40 samples away
+    assert far.sum() == 5
+    np.testing.assert_allclose(x[far], x_clean[far], rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(x[:, 1:], x_clean[:, 1:])  # the other channels are untouched
+
+
+@pytest.mark.parametrize("gap,dropped", [(1, 0), (25, 0), (26, 3), (150, 5)])  # windows start every 64
+def test_long_gaps_drop_the_windows_they_overlap(gap, dropped):
+    arr = _stream()
+    arr[300:300 + gap, 5] = np.inf if gap == 1 else np.nan
+    stats = {}
+    x, y = subject_windows(arr, stats)
+    assert len(x) == 8 - dropped and np.isfinite(x).all() and stats["dropped_windows"] == dropped
+    assert stats["interpolated"] == gap
+    assert stats["inf" if gap == 1 else "nan"] == {"ankle_acc_x": gap}
+    assert stats["long_gap_samples"] == (gap if gap > 25 else 0)
+
+
+def test_all_nan_channel_drops_every_window_and_edges_hold_values():
+    arr = _stream()
+    arr[:, 7] = np.nan
+    stats = {}
+    x, _ = subject_windows(arr, stats)
+    assert len(x) == 0 and stats["dropped_windows"] == 8 and stats["nan"] == {"ankle_acc_z": 600}
+    arr = _stream()
+    arr[:10, 2] = np.nan  # at the start: the first finite value is held, nothing dropped
+    arr[-3:, 2] = -np.inf
+    x, _ = subject_windows(arr, stats)
+    assert len(x) == 8 and np.isfinite(x).all() and stats["interpolated"] == 13
+
+
+def test_mhealth_reports_non_finite_counts(tmp_path, caplog, checked):
+    rng = np.random.default_rng(1)
+    for s in range(1, 11):
+        labels = np.concatenate([[0] * 30, np.full(256, s % 12 + 1), np.full(192, (s + 1) % 12 + 1), [0] * 10])
+        write_log(tmp_path / f"mHealth_subject{s}.log", labels, rng)
+    path = tmp_path / "mHealth_subject1.log"
+    lines = path.read_text().splitlines()
+    row = lines[100].split()
+    row[0], row[4] = "nan", "inf"
+    lines[100] = " ".join(row)
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING", logger="layerwise.data.mhealth"):
+        d = load_dataset(f"mhealth:{tmp_path}")
+    checked(d, sizes={"train": 6 * 5, "val": 2 * 5, "test": 2 * 5})  # no window lost
+    x = d.train.tensors[0]
+    assert torch_std_min(x) > 0.1  # no window has a channel flattened to a constant
+    report = d.info["non_finite"]
+    assert report["nan"] == 1 and report["inf"] == 1 and report["dropped_windows"] == 0
+    assert report["files"] == {"mHealth_subject1.log": {"nan": {"chest_acc_x": 1}, "inf": {"ecg_2": 1},
+                                                        "interpolated": 2, "long_gap_samples": 0,
+                                                        "dropped_windows": 0}}
+    assert "interpolated" in report["rule"] and "25 samples" in report["rule"]
+    warned = [r.getMessage() for r in caplog.records if "mHealth_subject1.log" in r.getMessage()]
+    assert len(warned) == 1 and "1 NaN and 1 inf" in warned[0] and "chest_acc_x 1" in warned[0]
+
+
+def torch_std_min(x):
+    """Smallest per-window, per-channel standard deviation of a (N, C, T) tensor."""
+    return float(x.std(dim=2).min())

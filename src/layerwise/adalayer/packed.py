@@ -19,12 +19,19 @@ bitmask or CSR, see :mod:`.bitpack`), values section (bit-packed codes of the ke
 ``{"kind": "raw", dtype, section}`` for everything AdaLayerNet does not compress (BatchNorm,
 biases, unsupported layers), stored at the passthrough dtype. BatchNorm's ``num_batches_tracked``
 counters are not stored (inference never reads them).
+
+Loading trusts nothing after the checksum: every metadata field is bounds-checked (see
+:func:`check_metadata` and the caps ``MAX_*``), the architecture must be a registered model name
+(a packed file never names code to import) and is compared with the stored shapes on the meta
+device, all before any buffer sized by the metadata is allocated. Any failure is a one-line
+:class:`PackedFileError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import zlib
@@ -145,72 +152,272 @@ def write_packed(path: str | os.PathLike, data: bytes) -> Path:
 
 
 # ---- reading ------------------------------------------------------------------------------------
+#
+# The SHA-256 only proves the file is the one its writer hashed, not that the writer was layerwise:
+# a forged file can carry a valid hash over any metadata. So every metadata field is bounds-checked
+# (types, shapes, bit widths, offsets inside the payload, sizes consistent with each other and below
+# the caps here) and the architecture is rebuilt on the meta device and compared BEFORE any
+# buffer sized by the metadata is allocated. Every failure is a one-line PackedFileError.
+
+MAX_FILE_BYTES = 2 ** 32  # 4 GiB: larger files are refused before reading
+MAX_META_BYTES = 16 * 2 ** 20  # decompressed metadata (JSON) at most 16 MiB
+MAX_TENSORS = 100_000
+MAX_DIMS = 8
+MAX_ELEMENTS = 2 ** 28  # values of all stored tensors together (1 GiB as float32)
+MAX_NAME = 1024
+MAX_CLASSES = 1_000_000
+ALLOWED_BITS = tuple(range(2, 17))  # the quantizer's range (quantize.qmax)
+_UINT_WIDTHS = (1, 2, 4)
+
+
+def _corrupted(source: str, what: str) -> PackedFileError:
+    return PackedFileError(f"{source} is corrupted: {what}; write it again with `layerwise compress`")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _brief(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 
 def read_packed_metadata(data: bytes, source: str = "<bytes>") -> tuple[dict, memoryview]:
-    """Check magic, length and checksum; return (metadata, payload)."""
+    """Check magic, length and checksum; return (metadata, payload). The metadata is only parsed
+    here: :func:`check_metadata` bounds-checks it."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PackedFileError(f"{source}: expected the bytes of a packed file, got {type(data).__name__}")
     if len(data) < HEADER.size + DIGEST:
         raise PackedFileError(f"{source} is truncated ({len(data)} bytes, shorter than a header and checksum): "
                               "write it again with `layerwise compress`")
     magic, version, flags, _, meta_len = HEADER.unpack_from(data, 0)
     if magic != MAGIC:
-        raise PackedFileError(f"{source} is not a layerwise packed file (magic {magic!r}, expected {MAGIC!r}): "
+        raise PackedFileError(f"{source} is not a layerwise packed file (magic {bytes(magic)!r}, expected {MAGIC!r}): "
                               "pass a .lwpk file written by `layerwise compress`")
     body, digest = data[:-DIGEST], data[-DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
+    if hashlib.sha256(body).digest() != bytes(digest):
         raise PackedFileError(f"{source} is corrupted or truncated (SHA-256 checksum mismatch): "
                               "write it again with `layerwise compress`")
     if version != VERSION:
         raise PackedFileError(f"{source} has packed-format version {version}, this layerwise reads {VERSION}: "
                               "use a matching layerwise version")
+    if flags & ~FLAG_ZLIB:
+        raise _corrupted(source, f"unknown header flags {flags:#04x}")
     if HEADER.size + meta_len > len(body):
-        raise PackedFileError(f"{source} is corrupted: metadata length {meta_len} exceeds the file")
+        raise _corrupted(source, f"metadata length {meta_len} exceeds the file")
     raw = bytes(data[HEADER.size:HEADER.size + meta_len])
     try:
-        meta = json.loads(zlib.decompress(raw) if flags & FLAG_ZLIB else raw)
-    except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackedFileError(f"{source} is corrupted: its metadata cannot be read ({exc})") from None
+        if flags & FLAG_ZLIB:
+            inflate = zlib.decompressobj()
+            raw = inflate.decompress(raw, MAX_META_BYTES)
+            if inflate.unconsumed_tail:
+                raise _corrupted(source, f"its metadata inflates to more than {MAX_META_BYTES} bytes")
+        elif len(raw) > MAX_META_BYTES:
+            raise _corrupted(source, f"its metadata is longer than {MAX_META_BYTES} bytes")
+        meta = json.loads(raw)
+    except PackedFileError:
+        raise
+    except (zlib.error, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _corrupted(source, f"its metadata cannot be read ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise _corrupted(source, f"its metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
-        raise PackedFileError(f"{source} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise PackedFileError(f"{source} has format {_brief(meta.get('format'))}, expected {FORMAT!r}: pass a .lwpk "
+                              "file written by `layerwise compress`")
     return meta, memoryview(body)[HEADER.size + meta_len:]
 
 
+def _check_section(sec, payload_size: int, source: str, where: str, length: int | None = None) -> tuple[int, int]:
+    if not isinstance(sec, list) or len(sec) != 2 or not all(_is_int(v) and v >= 0 for v in sec):
+        raise _corrupted(source, f"{where} section is {_brief(sec)}, not [offset, length]")
+    off, n = sec
+    if off + n > payload_size:
+        raise _corrupted(source, f"{where} section [{off}, {n}] points outside the {payload_size}-byte payload")
+    if length is not None and n != length:
+        raise _corrupted(source, f"{where} section holds {n} bytes, {length} expected")
+    return off, n
+
+
+def _check_arch(arch, source: str) -> Architecture:
+    from ..models import list_models
+
+    if not isinstance(arch, dict) or not isinstance(arch.get("model"), str):
+        raise _corrupted(source, f"its architecture is {_brief(arch)}, not {{model, input_shape, num_classes}}")
+    if arch["model"] not in list_models():  # registry names only: a packed file never names code to import
+        raise PackedFileError(f"{source} names model {_brief(arch['model'])}, which this layerwise does not have: "
+                              "load it with the layerwise version that wrote it")
+    shape, classes, options = arch.get("input_shape"), arch.get("num_classes"), arch.get("options", {})
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(_is_int(v) and v >= 1 for v in shape) \
+            or math.prod(shape) > MAX_ELEMENTS:
+        raise _corrupted(source, f"input_shape {_brief(shape)} is not 1 to 4 positive sizes of at most "
+                                 f"{MAX_ELEMENTS} values")
+    if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
+        raise _corrupted(source, f"num_classes {_brief(classes)} is not an integer in 1..{MAX_CLASSES}")
+    scalar = (str, int, float, bool, type(None))
+    if not isinstance(options, dict) or not all(
+            isinstance(v, scalar) or isinstance(v, list) and all(isinstance(x, scalar) for x in v)
+            for v in options.values()):
+        raise _corrupted(source, f"model options {_brief(options)} are not a dict of plain values")
+    return Architecture(arch["model"], tuple(shape), classes, dict(options))
+
+
+def check_metadata(meta: dict, payload_size: int, source: str = "<bytes>") -> Architecture:
+    """Bounds-check every metadata field against the payload and the caps above, before anything
+    sized by the metadata is allocated; returns the architecture. PackedFileError otherwise."""
+    arch = _check_arch(meta.get("arch"), source)
+    if not isinstance(meta.get("structured", False), bool):
+        raise _corrupted(source, f"'structured' is {_brief(meta.get('structured'))}, not true/false")
+    tensors = meta.get("tensors")
+    if not isinstance(tensors, list) or not 1 <= len(tensors) <= MAX_TENSORS:
+        raise _corrupted(source, f"'tensors' is not a list of 1 to {MAX_TENSORS} entries")
+    names: set[str] = set()
+    total = 0
+    for i, t in enumerate(tensors):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not 0 < len(t["name"]) <= MAX_NAME:
+            raise _corrupted(source, f"tensor entry {i} has no valid name")
+        name = t["name"]
+        if name in names:
+            raise _corrupted(source, f"tensor {name!r} is stored twice")
+        names.add(name)
+        shape = t.get("shape")
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(v) and v >= 0 for v in shape):
+            raise _corrupted(source, f"{name} has shape {_brief(shape)}, not a list of at most {MAX_DIMS} sizes")
+        numel = math.prod(shape)
+        total += numel
+        if total > MAX_ELEMENTS:
+            raise _corrupted(source, f"its tensors hold more than {MAX_ELEMENTS} values (the cap of this loader)")
+        kind = t.get("kind")
+        if kind == "raw":
+            dtype = t.get("dtype")
+            if not isinstance(dtype, str) or dtype not in _DTYPES:
+                raise _corrupted(source, f"{name} has dtype {_brief(dtype)}, not one of {', '.join(_DTYPES)}")
+            itemsize = torch.empty(0, dtype=_DTYPES[dtype]).element_size()
+            _check_section(t.get("section"), payload_size, source, name, numel * itemsize)
+        elif kind == "quantized":
+            if not shape or shape[0] < 1:
+                raise _corrupted(source, f"quantized {name} has shape {shape}, without output channels")
+            bits, nnz = t.get("bits"), t.get("nnz")
+            if not _is_int(bits) or bits not in ALLOWED_BITS:
+                raise _corrupted(source, f"{name} has bit width {_brief(bits)}, not one of 2..16")
+            if not _is_int(nnz) or not 0 <= nnz <= numel:
+                raise _corrupted(source, f"{name} keeps {_brief(nnz)} weights, not 0..{numel}")
+            _check_section(t.get("scale"), payload_size, source, f"{name} scale", 2 * shape[0])
+            _check_section(t.get("values"), payload_size, source, f"{name} values", packed_length(nnz, bits))
+            mask = t.get("mask")
+            if not isinstance(mask, dict) or mask.get("encoding") not in ("dense", "bitmask", "csr"):
+                raise _corrupted(source, f"{name} has mask {_brief(mask)}, not a dense, bitmask or csr encoding")
+            enc = mask["encoding"]
+            if enc == "dense":
+                if nnz != numel:
+                    raise _corrupted(source, f"{name} has a dense mask but keeps {nnz} of {numel} weights")
+                expected = 0
+            elif enc == "bitmask":
+                expected = (numel + 7) // 8
+            else:
+                rw, cw = mask.get("row_ptr_width"), mask.get("col_width")
+                if rw not in _UINT_WIDTHS or cw not in _UINT_WIDTHS or not (_is_int(rw) and _is_int(cw)):
+                    raise _corrupted(source, f"{name} has CSR index widths {_brief(rw)}/{_brief(cw)}, not 1, 2 or 4")
+                expected = (shape[0] + 1) * rw + nnz * cw
+            _check_section(mask.get("section"), payload_size, source, f"{name} mask", expected)
+        else:
+            raise _corrupted(source, f"{name} has kind {_brief(kind)}, not 'quantized' or 'raw'")
+    return arch
+
+
 def _section(payload: memoryview, sec: list[int], source: str) -> bytes:
-    off, length = int(sec[0]), int(sec[1])
-    if off < 0 or length < 0 or off + length > len(payload):
-        raise PackedFileError(f"{source} is corrupted: a section points outside the payload")
+    off, length = _check_section(sec, len(payload), source, "a")
     return bytes(payload[off:off + length])
 
 
+def _check_csr(enc: dict, data: bytes, shape: tuple[int, ...], name: str, source: str) -> None:
+    """Row pointers start at 0, never decrease and end at the number of kept weights."""
+    from .bitpack import _UINT
+
+    rw = int(enc["row_ptr_width"])
+    head = (shape[0] + 1) * rw
+    row_ptr = np.frombuffer(data[:head], dtype=np.dtype(_UINT[rw]).newbyteorder("<")).astype(np.int64)
+    nnz = (len(data) - head) // int(enc["col_width"])
+    if row_ptr[0] != 0 or np.any(np.diff(row_ptr) < 0) or row_ptr[-1] != nnz:
+        raise _corrupted(source, f"{name} has CSR row pointers that are not a running count of kept weights")
+
+
 def decode_tensors(meta: dict, payload: memoryview, source: str = "<bytes>") -> dict[str, torch.Tensor]:
-    """The state_dict stored in a packed file (quantized weights dequantised by :func:`dequantize`)."""
+    """The state_dict stored in a packed file (quantized weights dequantised by :func:`dequantize`).
+
+    Checks the metadata first (:func:`check_metadata`) when the caller has not."""
+    check_metadata(meta, len(payload), source)
     state: dict[str, torch.Tensor] = {}
     for t in meta["tensors"]:
         shape = tuple(int(s) for s in t["shape"])
+        name = t["name"]
         if t["kind"] == "quantized":
             bits = int(t["bits"])
-            mask = decode_mask(t["mask"], _section(payload, t["mask"]["section"], source), shape)
-            nnz = int(mask.sum())
-            values = unpack_signed(_section(payload, t["values"], source), bits, nnz)
-            codes = np.zeros(int(np.prod(shape)), dtype=np.int32)
+            mask_bytes = _section(payload, t["mask"]["section"], source)
+            if t["mask"]["encoding"] == "csr":
+                _check_csr(t["mask"], mask_bytes, shape, name, source)
+            try:
+                mask = decode_mask(t["mask"], mask_bytes, shape)
+                nnz = int(mask.sum())
+                if nnz != t["nnz"]:
+                    raise _corrupted(source, f"{name} mask keeps {nnz} weights, the metadata says {t['nnz']}")
+                values = unpack_signed(_section(payload, t["values"], source), bits, nnz)
+            except PackedFileError:
+                raise
+            except (LayerwiseError, ValueError, IndexError) as exc:
+                raise _corrupted(source, f"{name}: {str(exc).split(':')[0]}") from None
+            limit = 2 ** (bits - 1) - 1
+            if values.size and (values.min() < -limit or values.max() > limit):
+                raise _corrupted(source, f"{name} holds codes outside the {bits}-bit range -{limit}..{limit}")
+            codes = np.zeros(math.prod(shape), dtype=np.int32)
             codes[mask.reshape(-1)] = values
             scale = np.frombuffer(_section(payload, t["scale"], source), dtype="<f2")
-            if scale.size != shape[0]:
-                raise PackedFileError(f"{source} is corrupted: {t['name']} has {scale.size} scales for "
-                                      f"{shape[0]} output channels")
-            state[t["name"]] = dequantize(torch.from_numpy(codes.reshape(shape)),
-                                          torch.from_numpy(scale.astype(np.float16)))
-        elif t["kind"] == "raw":
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise _corrupted(source, f"{name} has scales that are not finite and positive")
+            state[name] = dequantize(torch.from_numpy(codes.reshape(shape)),
+                                     torch.from_numpy(scale.astype(np.float16)))
+        else:
             dtype = _DTYPES[t["dtype"]]
             data = _section(payload, t["section"], source)
             np_dtype = torch.empty(0, dtype=dtype).numpy().dtype.newbyteorder("<")
             arr = np.frombuffer(data, dtype=np_dtype).copy()
-            if arr.size != int(np.prod(shape)):
-                raise PackedFileError(f"{source} is corrupted: {t['name']} holds {arr.size} values for shape {shape}")
+            if dtype == torch.bool and arr.view(np.uint8).max(initial=0) > 1:
+                raise _corrupted(source, f"{name} holds bool values other than 0 and 1")
             tensor = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="))).reshape(shape)
-            state[t["name"]] = tensor.to(torch.float32) if tensor.is_floating_point() else tensor
-        else:
-            raise PackedFileError(f"{source} has a tensor of unknown kind {t['kind']!r}")
+            state[name] = tensor.to(torch.float32) if tensor.is_floating_point() else tensor
     return state
+
+
+def _meta_shapes(arch: Architecture, source: str) -> dict[str, tuple[int, ...]] | None:
+    """Parameter and buffer shapes of the architecture, built on the meta device (no memory);
+    None if this model cannot be built there."""
+    try:
+        with torch.device("meta"):
+            model = arch.build()
+    except LayerwiseError as exc:
+        raise PackedFileError(f"{source}: its architecture {arch.model} {arch.input_shape} cannot be built "
+                              f"({str(exc)[:160]}): it was written for another model version") from None
+    except (TypeError, ValueError) as exc:
+        raise _corrupted(source, f"model options {_brief(arch.options)} do not fit {arch.model} "
+                                 f"({type(exc).__name__})") from None
+    except Exception:  # a model whose constructor needs real tensors: checked after the real build
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(_SKIP_SUFFIX)}
+
+
+def _check_fit(meta: dict, own: dict[str, tuple[int, ...]], source: str, arch: Architecture) -> None:
+    """Stored tensors and the rebuilt model have the same names; shapes equal (or, for a
+    structurally pruned file, the same rank and no dimension larger)."""
+    stored = {t["name"]: tuple(t["shape"]) for t in meta["tensors"]}
+    structured = bool(meta.get("structured", False))
+    missing = [k for k in own if k not in stored]
+    unexpected = [k for k in stored if k not in own]
+    bad_shape = [k for k, s in stored.items() if k in own and (
+        s != own[k] if not structured else len(s) != len(own[k]) or any(a > b for a, b in zip(s, own[k])))]
+    if missing or unexpected or bad_shape:
+        raise PackedFileError(f"{source} does not fit the rebuilt {arch.model} (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, shape {bad_shape[:3]}): it was written for another "
+                              "model version")
 
 
 def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -259,26 +466,36 @@ class PackedModel:
 
 
 def load_packed_bytes(data: bytes, source: str = "<bytes>") -> PackedModel:
+    """Rebuild the model in a packed file's bytes: checksum, then every metadata field bounds-checked
+    and the architecture compared on the meta device, then the tensors decoded; PackedFileError
+    (one line) for anything wrong."""
     meta, payload = read_packed_metadata(data, source)
+    arch = check_metadata(meta, len(payload), source)
+    own = _meta_shapes(arch, source)
+    if own is not None:
+        _check_fit(meta, own, source, arch)
     state = decode_tensors(meta, payload, source)
-    model = Architecture.from_json(meta["arch"]).build()
+    try:
+        model = arch.build()
+    except (LayerwiseError, TypeError, ValueError) as exc:
+        raise PackedFileError(f"{source}: its architecture {arch.model} cannot be built ({str(exc)[:160]}): it "
+                              "was written for another model version") from None
+    if own is None:
+        _check_fit(meta, {k: tuple(v.shape) for k, v in model.state_dict().items()
+                          if not k.endswith(_SKIP_SUFFIX)}, source, arch)
     if meta.get("structured"):
         resize_to_state(model, state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(_SKIP_SUFFIX)]
-    unexpected = [k for k in state if k not in own]
-    bad_shape = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if missing or unexpected or bad_shape:
-        raise PackedFileError(f"{source} does not fit the rebuilt {meta['arch']['model']} (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}, shape {bad_shape[:3]}): it was written for another "
-                              "model version")
     model.load_state_dict(state, strict=False)
     return PackedModel(model.eval(), meta, len(data), None if source == "<bytes>" else source)
 
 
 def load_packed(path: str | os.PathLike) -> PackedModel:
-    """Rebuild the runnable model stored in a packed file (checksum verified first)."""
+    """Rebuild the runnable model stored in a packed file (checksum and metadata verified first)."""
     p = Path(path)
     if not p.is_file():
         raise PackedFileError(f"no packed file at {p}: pass the .lwpk file written by `layerwise compress`")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PackedFileError(f"{p} is {size} bytes, above the {MAX_FILE_BYTES}-byte cap of packed files: it is "
+                              "not a packed file written by `layerwise compress`")
     return load_packed_bytes(p.read_bytes(), str(p))

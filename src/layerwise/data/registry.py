@@ -7,6 +7,7 @@ argument: ``aeon:BasicMotions`` (a UEA/UCR set bundled with aeon) or ``cifar10:/
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -70,14 +71,57 @@ def _resolve(name: str) -> tuple[DatasetEntry, str | None]:
     raise UnknownNameError(DATASETS.unknown_message(name))
 
 
+MAX_SIZE = 1024  # largest image side load_dataset resizes to (a 3x1024x1024 float32 image is 12 MiB)
+MAX_CHANNELS = 3
+
+
+def _brief(v: object) -> str:
+    """A one-line repr of at most 60 characters (a tensor or array is named, not printed)."""
+    if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, numbers.Number):
+        return f"<{type(v).__name__} of shape {tuple(v.shape)}>"
+    text = " ".join(repr(v).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_arguments(name: object, size: object, channels: object, seed: object) -> None:
+    """One-line DataError for a load_dataset argument of the wrong type or range."""
+    if not isinstance(name, str):
+        raise DataError(f"dataset name {_brief(name)} is not a string ({type(name).__name__}): pass a registry name "
+                        f"such as 'digits' (valid: {', '.join(list_datasets())})")
+    if not name.strip():
+        raise DataError(f"dataset name is empty: pass a registry name such as 'digits' "
+                        f"(valid: {', '.join(list_datasets())})")
+    if size is not None:
+        sides = (size, size) if _is_int(size) else tuple(size) if isinstance(size, (tuple, list)) else None
+        if sides is None or len(sides) != 2 or not all(_is_int(s) for s in sides):
+            raise DataError(f"size={_brief(size)} is not valid: pass one positive integer (e.g. 32) or a pair of "
+                            "integers (height, width)")
+        if not all(1 <= s <= MAX_SIZE for s in sides):
+            raise DataError(f"size={_brief(size)} is out of range: each side must be between 1 and {MAX_SIZE} pixels")
+    if channels is not None and (not _is_int(channels) or not 1 <= channels <= MAX_CHANNELS):
+        raise DataError(f"channels={_brief(channels)} is not valid: pass 1 (grey) or 3 (RGB), or leave it unset")
+    if not _is_int(seed) or seed < 0:
+        raise DataError(f"seed={_brief(seed)} is not valid: pass a non-negative integer")
+
+
 def load_dataset(name: str, *, size: int | tuple[int, int] | None = None,
                  channels: int | None = None, seed: int = 0) -> DatasetSplits:
     """Load a dataset by registry name, with fixed splits and train-split normalisation.
 
     ``size`` and ``channels`` resize image datasets (e.g. ``load_dataset("digits", size=32,
-    channels=3)`` gives CIFAR-shaped ``(3, 32, 32)`` samples). ``seed`` only seeds randomness in
-    generating a dataset, never the splits, which are fixed so that results compare across runs.
+    channels=3)`` gives CIFAR-shaped ``(3, 32, 32)`` samples): ``size`` is a positive int or an
+    (height, width) pair of ints, each at most ``MAX_SIZE`` (1024); ``channels`` is 1 or 3.
+    ``seed`` (an int >= 0) only seeds randomness in generating a dataset, never the splits, which
+    are fixed so that results compare across runs. Bad arguments raise a one-line DataError.
     """
+    check_arguments(name, size, channels, seed)
+    if size is not None:  # plain ints from here on (numpy integers and lists accepted above)
+        size = int(size) if _is_int(size) else tuple(int(s) for s in size)  # type: ignore[union-attr]
+    channels, seed = (int(channels) if channels is not None else None), int(seed)
     entry, arg = _resolve(name)
     if entry.kind != "image" and (size is not None or channels is not None):
         raise DataError(f"size= and channels= apply to image datasets only; {name!r} is a time-series "

@@ -34,6 +34,7 @@ def check_epochs(epochs: int, resume: bool) -> None:
 
 
 def run_train(spec: RunSpec, config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress=None,
+              allow_foreign_checkpoint: bool = False,
               model_kwargs: dict | None = None) -> TrainOutput:
     """Train, evaluate and write ``results.json``; the output folder is checked and locked first, and
     a fresh run (no ``resume``) refuses a folder holding a checkpoint unless ``overwrite``."""
@@ -41,15 +42,18 @@ def run_train(spec: RunSpec, config: TrainConfig, *, resume: bool = False, overw
     check_epochs(config.epochs, resume)
     folder = spec.out if spec.out is not None else default_out("train", spec.model, spec.dataset)
     with prepared_out_dir(folder, "train", resume=resume, overwrite=overwrite) as directory:
-        return _run_train(spec, config, directory, resume=resume, progress=progress, model_kwargs=model_kwargs)
+        return _run_train(spec, config, directory, resume=resume, progress=progress, model_kwargs=model_kwargs,
+                          allow_foreign_checkpoint=allow_foreign_checkpoint)
 
 
 def _run_train(spec: RunSpec, config: TrainConfig, directory: Path, *, resume: bool, progress,
+               allow_foreign_checkpoint: bool = False,
                model_kwargs: dict | None) -> TrainOutput:
     threads = set_threads(spec.threads)
     data = load_data_for_model(spec)
     model = build_for_data(spec, data, **(model_kwargs or {}))
-    result = train(model, data, config, out_dir=directory, resume=resume, progress=progress)
+    result = train(model, data, config, out_dir=directory, resume=resume, progress=progress,
+                   allow_foreign_checkpoint=allow_foreign_checkpoint)
     if result.interrupted:
         return TrainOutput(directory, None, result, None)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes results
@@ -86,6 +90,9 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
     p.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate for residual models")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume-any", action="store_true",
+                   help="with --resume: continue from OUT/checkpoint.pt even if another run wrote it (other "
+                        "model, dataset, seed or optimizer); a warning names what differs")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even if OUT holds another run's checkpoint, replacing it "
                         "(without it such a run refuses to start)")
@@ -96,7 +103,8 @@ def run_command(args, progress=None) -> CommandReport:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
                          weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                          device=args.device)
-    out = run_train(spec_from_args(args), config, resume=args.resume, overwrite=args.overwrite, progress=progress,
+    out = run_train(spec_from_args(args), config, resume=args.resume or args.resume_any, overwrite=args.overwrite,
+                    progress=progress, allow_foreign_checkpoint=args.resume_any,
                     model_kwargs={"drop_path": args.drop_path} if args.drop_path else None)
     lines = [f"epoch {r.epoch + 1:3d}  loss {r.train_loss:.4f}  train acc {r.train_acc:.4f}  "
              f"val acc {r.val_acc:.4f}  {r.time_s:.1f}s" for r in out.train_result.history]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import LayerwiseError
+from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "EpochRecord", "TrainResult"]
 
@@ -29,32 +31,70 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm
 
     def validate(self) -> None:
-        def bad(what: str) -> LayerwiseError:
-            return LayerwiseError(f"invalid training config: {what}")
-        if self.epochs < 0:
-            raise bad(f"epochs={self.epochs}; use 0 or more")
-        if self.batch_size < 1:
-            raise bad(f"batch_size={self.batch_size}; use 1 or more")
+        """Raise ConfigError (a LayerwiseError, one line) for the first field with a bad type or value."""
+        def bad(what: str) -> ConfigError:
+            return ConfigError(f"invalid training config: {what}")
+
+        def integer(name: str, low: int) -> None:
+            v = getattr(self, name)
+            if not _is_int(v):
+                raise bad(f"{name}={_brief(v)} is not an integer; use a whole number >= {low}")
+            if v < low:
+                raise bad(f"{name}={v}; use {low} or more")
+
+        def real(name: str, rule: str, ok) -> None:
+            v = getattr(self, name)
+            if not _is_real(v) or not math.isfinite(v) or not ok(v):
+                raise bad(f"{name}={_brief(v)}; use {rule}")
+
+        integer("epochs", 0)
+        integer("batch_size", 1)
         if self.optimizer not in ("sgd", "adam"):
-            raise bad(f"optimizer={self.optimizer!r}; use 'sgd' or 'adam'")
+            raise bad(f"optimizer={_brief(self.optimizer)}; use 'sgd' or 'adam'")
         if self.schedule not in ("cosine", "step", "none"):
-            raise bad(f"schedule={self.schedule!r}; use 'cosine', 'step' or 'none'")
-        if not self.lr > 0:
-            raise bad(f"lr={self.lr}; use a positive learning rate")
-        if self.seed < 0:
-            raise bad(f"seed={self.seed}; use a non-negative integer")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise bad(f"label_smoothing={self.label_smoothing}; use a value in [0, 1)")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise bad(f"grad_clip={self.grad_clip}; use a positive norm or None")
+            raise bad(f"schedule={_brief(self.schedule)}; use 'cosine', 'step' or 'none'")
+        real("lr", "a positive finite learning rate (e.g. 3e-3 for adam, 0.1 for sgd)", lambda v: v > 0)
+        real("momentum", "a value in [0, 1) (e.g. 0.9)", lambda v: 0 <= v < 1)
+        real("weight_decay", "0 or a small positive L2 factor (e.g. 5e-4)", lambda v: v >= 0)
+        real("step_gamma", "a factor in (0, 1] (e.g. 0.1)", lambda v: 0 < v <= 1)
+        milestones = self.step_milestones
+        if not isinstance(milestones, (tuple, list)) or not all(_is_int(m) and m >= 1 for m in milestones):
+            raise bad(f"step_milestones={_brief(milestones)}; use a tuple of epoch numbers >= 1 (or () for 50%, 75%)")
+        integer("seed", 0)
+        if not isinstance(self.device, str) or not self.device:
+            raise bad(f"device={_brief(self.device)}; use 'cpu' or 'cuda'")
+        real("label_smoothing", "a value in [0, 1)", lambda v: 0 <= v < 1)
+        if self.grad_clip is not None:
+            real("grad_clip", "a positive finite norm (e.g. 1.0) or None", lambda v: v > 0)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config stored as a dict (unknown keys ignored); ConfigError for a non-dict or bad field."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"invalid training config: expected a dict of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        if "step_milestones" in kw:
+        if isinstance(kw.get("step_milestones"), list):
             kw["step_milestones"] = tuple(kw["step_milestones"])
-        return cls(**kw)
+        config = cls(**kw)
+        config.validate()
+        return config
+
+
+def _brief(v) -> str:
+    """A one-line repr of at most 60 characters (a tensor or array is named, not printed)."""
+    if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, numbers.Number):
+        return f"<{type(v).__name__} of shape {tuple(v.shape)}>"
+    text = " ".join(repr(v).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.base import make_loader
-from ..errors import LayerwiseError
+from ..errors import DataError, LayerwiseError, ShapeMismatchError
 
 __all__ = ["Evaluation", "Predictions", "evaluate", "predict"]
 
@@ -37,6 +37,25 @@ def logits_of(outputs) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
+def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    """DataError if a class-index label of ``where`` is outside ``0..num_classes-1``."""
+    if y.numel() and not y.is_floating_point() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise DataError(f"{where} has label {bad}, outside 0..{num_classes - 1} of its {num_classes} classes: "
+                        "the dataset's labels and num_classes disagree; fix its loader or its files")
+
+
+def check_width(logits: torch.Tensor, y: torch.Tensor) -> None:
+    """ShapeMismatchError if ``logits`` are not ``(batch, C)`` or a label ``y`` is not below C."""
+    if logits.dim() != 2 or logits.shape[0] != y.shape[0]:
+        raise ShapeMismatchError(f"the model outputs shape {tuple(logits.shape)} for {y.shape[0]} samples: "
+                                 "evaluation needs (batch, num_classes) logits")
+    if y.numel() and not y.is_floating_point() and int(y.max()) >= logits.shape[1]:
+        raise ShapeMismatchError(f"the model outputs {logits.shape[1]} classes but the data has label "
+                                 f"{int(y.max())}: evaluate a model built with the dataset's num_classes "
+                                 "(the same --dataset it was trained on)")
+
+
 def _as_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
     return data if isinstance(data, DataLoader) else make_loader(data, batch_size=batch_size, shuffle=False)
 
@@ -49,7 +68,9 @@ def _batches(model: nn.Module, data: Dataset | DataLoader, device: str | torch.d
     try:
         with torch.no_grad():
             for x, y in _as_loader(data, batch_size):
-                yield logits_of(model(x.to(device))).float(), y.to(device)
+                logits = logits_of(model(x.to(device)))
+                check_width(logits, y)
+                yield logits.float(), y.to(device)
     finally:
         model.train(was_training)
 

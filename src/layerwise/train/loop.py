@@ -4,7 +4,15 @@ Exact resume. The order of the training set in epoch ``e`` is a permutation draw
 ``torch.Generator`` seeded with ``(seed, e)``; the global RNG is only used by the model (dropout,
 stochastic depth) and by data transforms, and its state is saved in every checkpoint. So a run that
 is stopped (between epochs or after ``k`` batches of an epoch) and resumed ends with exactly the
-same weights as a run that never stopped, on the same device and thread count.
+same weights as a run that never stopped, on the same device and thread count. A SIGKILL (or a
+power loss) at any point, even in the middle of a checkpoint write, leaves the previous complete
+checkpoint on disk (writes go to a temporary file renamed over the old one); resuming from it
+redoes the lost batches exactly, and the temporary file of a killed write is removed.
+
+Checked resume. Every field of the checkpoint is checked before anything is loaded, and a
+checkpoint of another run (model architecture, dataset, seed, optimizer) is refused unless
+``allow_foreign_checkpoint=True``; both are one-line CheckpointErrors naming the field or the
+difference and the fix, and nothing on disk changes.
 
 Ctrl-C. While ``train`` runs in the main thread, the first Ctrl-C only sets a flag: the current
 batch finishes, a checkpoint records the epoch and the batches done in it, and ``train`` *returns*
@@ -30,6 +38,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,11 +48,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..data.base import DatasetSplits
-from ..errors import CheckpointError, LayerwiseError, TrainingDivergedError
+from ..errors import CheckpointError, LayerwiseError, ShapeMismatchError, TrainingDivergedError
 from . import distributed
-from .checkpoint import fit_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import (RUN_FIELDS, check_optimizer_state, check_scheduler_state, fit_state_dict, invalid,
+                         load_checkpoint, optimizer_kind, run_identity, save_checkpoint, scheduler_kind)
 from .config import EpochRecord, TrainConfig, TrainResult
-from .evaluation import evaluation_sums, logits_of
+from .evaluation import check_labels, evaluation_sums, logits_of
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +143,7 @@ class _Trainer:
         self.data, self.config, self.ctx, self.device = data, config, ctx, device
         self.path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
         self.progress, self.extra_loss = progress, extra_loss
+        self.loss_fn_is_default = loss_fn is None
         self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.net = nn.parallel.DistributedDataParallel(
             self.module, device_ids=[device] if device.type == "cuda" else None) if ctx.enabled else self.module
@@ -144,6 +155,8 @@ class _Trainer:
         self.saved_epochs: int | None = None  # epochs completed in the checkpoint on disk
         self.interrupt = _DeferredInterrupt()
         self.stop_agreed = False  # all ranks stopped at the same point (so collectives are safe)
+        self.identity = run_identity(self.module, data, config)  # stored as "run" in every checkpoint
+        self.outputs_checked = False
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self) -> None:
@@ -151,44 +164,137 @@ class _Trainer:
             return
         save_checkpoint(self.path, self.module, self.optimizer, self.scheduler, epoch=self.epoch, step=self.step,
                         history=self.history, config=self.config, partial=self.partial,
-                        extra={"global_batch": self._global_batch(), "world_size": self.ctx.world_size})
+                        extra={"global_batch": self._global_batch(), "world_size": self.ctx.world_size,
+                               "run": self.identity})
         self.saved_epochs = self.epoch
 
     def _global_batch(self) -> int:
         return max(self.config.batch_size // self.ctx.world_size, 1) * self.ctx.world_size
 
-    def restore(self) -> None:
-        ck = load_checkpoint(self.path)
-        self.module.load_state_dict(fit_state_dict(self.module, ck["model"], self.path))
-        try:
-            if ck.get("optimizer") is not None:
-                self.optimizer.load_state_dict(ck["optimizer"])
-            if self.scheduler is not None and ck.get("scheduler") is not None:
-                self.scheduler.load_state_dict(ck["scheduler"])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot restore the optimizer from {self.path} ({exc}): resume with the same "
-                                  "--optimizer and --schedule as the run that wrote it") from None
-        self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
-        self.partial = {**_fresh_partial(), **ck.get("partial", {})}
+    def restore(self, allow_foreign: bool = False) -> None:
+        """Load the checkpoint: every field is checked (and the run identity compared) before
+        anything is loaded, so a bad file is one CheckpointError and the model stays untouched."""
+        path, cfg = self.path, self.config
+        ck = load_checkpoint(path)  # types and ranges of every field
+        self._check_identity(ck, allow_foreign)
+        state = fit_state_dict(self.module, ck["model"], path)
+        for key, t in state.items():  # train only ever saves finite weights
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise invalid(path, f"'model.{key}'", "holds NaN or inf")
+        epoch, step = ck["epoch"], ck["step"]
+        if len(ck["history"]) != epoch:
+            raise invalid(path, "'history'", f"holds {len(ck['history'])} epoch records but 'epoch' is {epoch}")
+        old = ck.get("config") or {}
+        if step > 0 and (old.get("seed") != cfg.seed or ck.get("global_batch") != self._global_batch()):
+            raise CheckpointError(
+                f"{path} stopped in the middle of epoch {epoch + 1} with seed {old.get('seed')} and "
+                f"global batch {ck.get('global_batch')}: resume with the same --seed and --batch-size")
+        n_batches = len(epoch_batches(len(self.data.train), cfg.batch_size, cfg.seed, epoch, self.ctx.rank,
+                                      self.ctx.world_size))
+        if step > n_batches:
+            raise invalid(path, "'step'", f"is {step}, but an epoch of {len(self.data.train)} samples has "
+                          f"{n_batches} batches of {self._global_batch()}")
+        # the optimizer: same kind and shapes, or (allowed) a fresh one
+        saved_opt, restart = ck.get("optimizer"), False
+        foreign = "or pass --resume-any (allow_foreign_checkpoint=True) to continue its weights anyway"
+        if saved_opt is None:
+            log.warning("%s holds no optimizer state: the %s optimizer and the schedule start afresh at epoch %d",
+                        path, cfg.optimizer, epoch + 1)
+            restart = True
+        else:
+            kind = optimizer_kind(saved_opt)
+            if kind is None:
+                raise invalid(path, "'optimizer.param_groups'", "hold neither Adam nor SGD hyper-parameters")
+            if kind != cfg.optimizer:
+                if not allow_foreign:
+                    raise invalid(path, "'optimizer'", f"is the state of {kind}, this run uses {cfg.optimizer}",
+                                  f"resume with --optimizer {kind}, {foreign}")
+                log.warning("%s: optimizer %s -> %s: the new optimizer and the schedule start afresh at epoch %d",
+                            path, kind, cfg.optimizer, epoch + 1)
+                restart = True
+            else:
+                check_optimizer_state(saved_opt, self.optimizer, kind, path)
+        saved_sched = ck.get("scheduler")
+        saved_kind = "none" if saved_sched is None else scheduler_kind(saved_sched) or "unknown"
+        if not restart and saved_kind != cfg.schedule:
+            if not allow_foreign or saved_kind == "unknown":
+                raise invalid(path, "'scheduler'", f"is a {saved_kind} schedule, this run uses {cfg.schedule!r}",
+                              f"resume with --schedule {saved_kind}, {foreign}" if saved_kind != "unknown" else
+                              "it is damaged: start afresh in another --out (or replace it with --overwrite)")
+            log.warning("%s: schedule %s -> %s: the schedule restarts at epoch %d", path, saved_kind, cfg.schedule,
+                        epoch + 1)
+            restart = True
+        if not restart and self.scheduler is not None:
+            check_scheduler_state(saved_sched, self.scheduler, cfg.schedule, epoch, path)
+        rng = ck.get("rng") or {}
+        cuda_rng = rng.get("cuda") or []
+        restore_cuda = bool(cuda_rng) and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count()
+        if restore_cuda and cuda_rng[0].numel() != torch.cuda.get_rng_state(0).numel():
+            raise invalid(path, "'rng.cuda'", f"holds {cuda_rng[0].numel()}-byte states, this torch uses "
+                          f"{torch.cuda.get_rng_state(0).numel()}")
+        if "torch" not in rng:
+            log.warning("%s holds no RNG state: dropout will not repeat an uninterrupted run", path)
+
+        # everything checked: load
+        self.module.load_state_dict(state)
+        if restart:
+            self._restart_schedule(epoch)
+        else:
+            self.optimizer.load_state_dict(saved_opt)
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(saved_sched)
+        self.epoch, self.step = epoch, step
+        self.partial = {**_fresh_partial(), **{k: float(v) for k, v in ck.get("partial", {}).items()}}
         self.history = [EpochRecord(**h) for h in ck["history"]]
         self.saved_epochs = self.epoch
-        old = ck.get("config") or {}
-        if self.step > 0 and (old.get("seed") != self.config.seed or ck.get("global_batch") != self._global_batch()):
-            raise LayerwiseError(
-                f"{self.path} stopped in the middle of epoch {self.epoch + 1} with seed {old.get('seed')} and "
-                f"global batch {ck.get('global_batch')}: resume with the same --seed and --batch-size")
-        diffs = [f"{k} {old[k]!r} -> {v!r}" for k, v in dataclasses.asdict(self.config).items()
+        diffs = [f"{k} {old[k]!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
                  if k in old and old[k] != (list(v) if isinstance(v, tuple) and isinstance(old[k], list) else v)]
         if diffs:
             log.warning("resuming %s with a different config (%s): the run will not match an uninterrupted one",
-                        self.path, ", ".join(diffs))
-        rng = ck.get("rng") or {}
-        if isinstance(rng.get("torch"), torch.Tensor):
+                        path, ", ".join(diffs))
+        if "torch" in rng:
             torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if restore_cuda:
+            torch.cuda.set_rng_state_all(cuda_rng)
         log.info("resumed from %s: %d epochs done, %d batches into epoch %d",
-                 self.path, self.epoch, self.step, self.epoch + 1)
+                 path, self.epoch, self.step, self.epoch + 1)
+
+    def _check_identity(self, ck: dict, allow_foreign: bool) -> None:
+        """Refuse a checkpoint written by another run (model, dataset, seed, optimizer)."""
+        saved = ck.get("run")
+        if saved is None:  # an older checkpoint: only its config tells seed and optimizer
+            old = ck.get("config") or {}
+            saved = {k: old[k] for k in ("seed", "optimizer") if k in old}
+            log.warning("%s predates run records: cannot check that it was written for this model and dataset "
+                        "(only seed and optimizer are compared)", self.path)
+        now = self.identity
+        diffs = []
+        for k in RUN_FIELDS:
+            if k in saved and saved[k] != now[k]:
+                if k == "architecture":
+                    diffs.append("architecture (layer types or parameter shapes) differs")
+                else:
+                    diffs.append(f"{k.replace('_', ' ')} {saved[k]!r} -> {now[k]!r}")
+        if not diffs:
+            return
+        if not allow_foreign:
+            raise CheckpointError(
+                f"{self.path} belongs to another run ({'; '.join(diffs)}): resume with the same --model, --dataset, "
+                "--seed and --optimizer, start afresh in another --out, or pass --resume-any "
+                "(allow_foreign_checkpoint=True) to continue from it anyway")
+        log.warning("resuming %s written by another run (%s), as allowed", self.path, "; ".join(diffs))
+
+    def _restart_schedule(self, epoch: int) -> None:
+        """A fresh optimizer (already built) and the schedule of this config advanced to ``epoch``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
+            group.pop("initial_lr", None)
+        self.scheduler = _make_scheduler(self.optimizer, self.config)
+        if self.scheduler is not None:
+            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"
+                warnings.simplefilter("ignore")
+                for _ in range(epoch):
+                    self.scheduler.step()
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -264,8 +370,11 @@ class _Trainer:
                  record.train_loss, record.train_acc, record.val_loss, record.val_acc, record.time_s)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], bool]:
+        check_labels(y, self.data.num_classes, f"the train split of dataset {self.data.name}")
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         outputs = self.net(x)
+        if not self.outputs_checked:
+            self._check_outputs(outputs, x)
         loss = self.loss_fn(outputs, y)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss(self.module, outputs, y)
@@ -283,6 +392,22 @@ class _Trainer:
         if not math.isfinite(stats[0]):
             self._diverged(stats[0] / stats[2], f"at batch {self.step + 1} of")
         return stats[:3], stats[3] > 0
+
+    def _check_outputs(self, outputs: Any, x: torch.Tensor) -> None:
+        """The model's output width is the dataset's number of classes (checked on the first batch,
+        before any step, so nothing is changed on disk)."""
+        logits = logits_of(outputs)
+        n = self.data.num_classes
+        if not isinstance(logits, torch.Tensor):
+            raise ShapeMismatchError(f"the model returns {type(logits).__name__}, not a tensor of logits: "
+                                     "return (batch, num_classes) logits (or a tuple whose first item they are)")
+        if logits.dim() == 2 and logits.shape[1] != n or logits.dim() != 2 and self.loss_fn_is_default:
+            batch = tuple(getattr(x, "shape", ()))
+            raise ShapeMismatchError(
+                f"the model outputs shape {tuple(logits.shape)} for a batch {batch} but dataset {self.data.name} "
+                f"has {n} classes: build the model with num_classes={n} (its last layer must give (batch, {n}) "
+                "logits), or pick the dataset it was made for")
+        self.outputs_checked = True
 
     def _val_shard(self):
         val = self.data.val
@@ -326,14 +451,31 @@ class _Trainer:
                            world_size=self.ctx.world_size, time_s=elapsed)
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of checkpoint writes that were killed (SIGKILL, power loss) before the rename."""
+    for tmp in out.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+        try:
+            tmp.unlink()
+            log.info("removed %s, left by a checkpoint write that was killed", tmp)
+        except OSError:
+            pass
+
+
 def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, out_dir: str | Path | None = None,
           resume: bool = False, progress: Callable | None = None,
           loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
-          extra_loss: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+          extra_loss: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor] | None = None,
+          allow_foreign_checkpoint: bool = False) -> TrainResult:
     """Train ``model`` (in place, moved to ``config.device``) on ``data.train``; validate on ``data.val``.
 
     - ``out_dir``: ``out_dir/checkpoint.pt`` is rewritten atomically after every finite epoch and on
       interrupt; ``resume=True`` continues from it (and fails with a LayerwiseError if it is absent).
+      Every field of the checkpoint is checked first (CheckpointError naming the field otherwise),
+      and a checkpoint written by another run (other model architecture, dataset, seed or
+      optimizer, see :func:`~layerwise.train.checkpoint.run_identity`) is refused unless
+      ``allow_foreign_checkpoint=True`` (CLI ``--resume-any``), which continues from its weights
+      with a warning (a fresh optimizer/schedule if the optimizer or schedule kind differs).
+      Stale ``.checkpoint.pt.*.tmp`` files of a write killed midway are removed.
     - ``progress``: a tqdm-like factory ``progress(iterable, total=, desc=, leave=)``; its bar gets
       the running loss and accuracy as postfix. Nothing is printed otherwise; epochs are logged.
     - ``loss_fn(outputs, targets)``: default cross-entropy with ``config.label_smoothing``.
@@ -341,9 +483,12 @@ def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, out_dir
       LWAC's eq. 5, ...); ``model`` is the bare module, never the DDP wrapper.
 
     Returns a TrainResult; on Ctrl-C it returns with ``interrupted=True`` (see the module docstring).
-    Raises TrainingDivergedError on a NaN/inf loss, leaving the previous checkpoint untouched.
+    Raises TrainingDivergedError on a NaN/inf loss, leaving the previous checkpoint untouched, and
+    ShapeMismatchError on the first batch if the model's output width is not ``data.num_classes``.
     """
     config.validate()
+    if not isinstance(allow_foreign_checkpoint, bool):
+        raise LayerwiseError(f"allow_foreign_checkpoint={allow_foreign_checkpoint!r}: pass True or False")
     out = Path(out_dir) if out_dir is not None else None
     if resume:
         if out is None:
@@ -355,8 +500,10 @@ def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, out_dir
         raise LayerwiseError(f"dataset {data.name} has an empty train or val split: check its files and split rule")
     ctx, device = distributed.setup(config.device)
     trainer = _Trainer(model, data, config, ctx, device, out, progress, loss_fn, extra_loss)
+    if out is not None and ctx.is_main:
+        _remove_stale_temporaries(out)
     if resume:
-        trainer.restore()
+        trainer.restore(allow_foreign_checkpoint)
     if ctx.enabled:
         log.info("distributed training: rank %d of %d, %d samples per rank per step",
                  ctx.rank, ctx.world_size, trainer._global_batch() // ctx.world_size)
