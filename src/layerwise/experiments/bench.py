@@ -1,0 +1,249 @@
+"""``layerwise bench``: every method's comparison on Fashion-MNIST, over seeds, with statistics.
+
+Each job is one method command (the same command line a user types) run once per seed into
+``OUT/<job>/seed<k>/``; a finished job leaves ``bench.json`` beside its ``results.json`` and is not
+run again, so an interrupted bench continues where it stopped (base models are cached by the
+commands themselves inside each job folder). Then, per job, the seeds are combined into
+``OUT/<job>/results.json`` (schema ``layerwise.results/2``: mean ± std and per-seed values, a
+Wilson 95 % interval on the pooled test predictions, and paired comparisons of the method against
+each rival on the same test images), and ``OUT/summary.json`` / ``OUT/summary.md`` list every
+figure with the command that produced it. :func:`readme_section` turns a summary into the
+README's results section (``layerwise bench --readme SUMMARY``).
+
+Training subsets and epochs are chosen to fit the machine (``JOBS`` states them; every job's
+command line is in the summary); the test split is always the full 10,000 images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LayerwiseError
+from ..storage import atomic_write_json, atomic_write_text
+from .common import CommandReport, prepared_out_dir
+
+log = logging.getLogger(__name__)
+
+NAME = "bench"
+HELP = "every method on fashion-mnist over seeds, with confidence intervals and paired tests"
+
+README_BEGIN = "<!-- bench:begin (written by `layerwise bench --readme`; do not edit by hand) -->"
+README_END = "<!-- bench:end -->"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One method comparison: its command line (without --out/--seed) and the pairs to test."""
+
+    key: str
+    method: str
+    argv: tuple[str, ...]
+    quick_argv: tuple[str, ...]
+    compare: tuple[tuple[str, str], ...]      # (method variant, rival variant)
+    what: str = ""
+
+
+FM = ("--dataset", "fashion-mnist")
+
+JOBS: tuple[Job, ...] = (
+    Job("unit-tiny-cnn", "unit",
+        ("unit", "--model", "tiny-cnn", *FM, "--epochs", "8", "--train-limit", "20000",
+         "--val-limit", "2000", "--sweep", "10,20,30,40,50,60,70", "--no-shift", "--threads", "1"),
+        ("unit", "--model", "tiny-cnn", *FM, "--quick", "--train-limit", "2000", "--val-limit", "500",
+         "--no-shift", "--threads", "1"),
+        (("unit", "dense"), ("unit", "magnitude"), ("unit", "fatrelu")),
+        "UnIT on the UnIT paper's MNIST network against magnitude pruning and FATReLU"),
+    Job("compress-resnet20-b0.10", "compress",
+        ("compress", "--model", "resnet20", *FM, "--budget", "0.10", "--base-epochs", "8",
+         "--train-limit", "8000", "--val-limit", "1000", "--finetune-epochs", "2"),
+        ("compress", "--model", "resnet20", *FM, "--budget", "0.10", "--quick", "--train-limit", "1000",
+         "--val-limit", "300"),
+        (("adalayer", "dense"), ("adalayer", "uniform")),
+        "AdaLayerNet at a packed size of 10 % of the dense file against uniform bits"),
+    Job("compress-resnet20-b0.15", "compress",
+        ("compress", "--model", "resnet20", *FM, "--budget", "0.15", "--base-epochs", "8",
+         "--train-limit", "8000", "--val-limit", "1000", "--finetune-epochs", "2"),
+        ("compress", "--model", "resnet20", *FM, "--budget", "0.15", "--quick", "--train-limit", "1000",
+         "--val-limit", "300"),
+        (("adalayer", "dense"), ("adalayer", "uniform")),
+        "AdaLayerNet at 15 % of the dense file against uniform bits"),
+    Job("lwac-resnet20", "lwac",
+        ("lwac", "--model", "resnet20", *FM, "--epochs", "8", "--train-limit", "8000",
+         "--val-limit", "1000", "--threads", "1", "--n", "200"),
+        ("lwac", "--model", "resnet20", *FM, "--quick", "--train-limit", "1000", "--val-limit", "300",
+         "--threads", "1"),
+        (("lwac", "dense"),),
+        "LWAC on a ResNet-20 at batch 1"),
+    Job("ela-resnet20", "ela",
+        ("ela", "--model", "resnet20", *FM, "--epochs", "4", "--train-limit", "4000", "--threads", "2"),
+        ("ela", "--model", "resnet20", *FM, "--quick", "--train-limit", "500", "--threads", "2"),
+        (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
+        "ELA against ResNet, MRLA-B and MRLA-L trained with one recipe"),
+)
+
+
+def job_argv(job: Job, seed: int, out: Path, quick: bool, device: str = "cpu") -> list[str]:
+    return [*(job.quick_argv if quick else job.argv), "--seed", str(seed), "--out", str(out),
+            "--device", device]
+
+
+def _done(folder: Path) -> dict | None:
+    marker = folder / "bench.json"
+    if not (marker.is_file() and (folder / "results.json").is_file()):
+        return None
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_jobs(out: Path, seeds: list[int], *, quick: bool = False, only: list[str] | None = None,
+             device: str = "cpu", progress=None) -> list[dict]:
+    """Run every job for every seed that has not finished yet; returns one record per run."""
+    from ..cli import build_parser   # the same parser a user types into
+
+    parser = build_parser()
+    records = []
+    for job in JOBS:
+        if only and job.key not in only and job.method not in only:
+            continue
+        for seed in seeds:
+            folder = out / job.key / f"seed{seed}"
+            done = _done(folder)
+            if done is not None and done.get("quick") == quick:
+                log.info("bench: %s seed %d already done (%.0f s), skipped", job.key, seed, done["seconds"])
+                records.append({**done, "skipped": True})
+                continue
+            argv = job_argv(job, seed, folder, quick, device)
+            log.info("bench: layerwise %s", " ".join(argv))
+            start = time.perf_counter()
+            cpu0 = time.process_time()
+            args = parser.parse_args(argv)
+            with prepared_out_dir(args.out, args.command, overwrite=True):
+                report = args.func(args, progress)
+            if report.exit_code != 0:
+                raise LayerwiseError(f"bench job {job.key} seed {seed} stopped with exit code "
+                                     f"{report.exit_code}: {report.text[-300:]}")
+            rec = {"job": job.key, "seed": seed, "quick": quick, "argv": ["layerwise", *argv],
+                   "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu0,
+                   "load_average": list(os.getloadavg())}
+            atomic_write_json(folder / "bench.json", rec)
+            records.append(rec)
+    return records
+
+
+def summarize(out: Path, seeds: list[int], *, only: list[str] | None = None) -> dict:
+    """Combine each job's seeds (schema /2) and write ``summary.json`` and ``summary.md``."""
+    from ..results import combine_seeds, read_results, write_results
+
+    jobs = []
+    for job in JOBS:
+        if only and job.key not in only and job.method not in only:
+            continue
+        folders = [out / job.key / f"seed{s}" for s in seeds]
+        if not all(_done(f) for f in folders):
+            continue
+        per_seed = [read_results(f) for f in folders]
+        combined = combine_seeds(per_seed, compare=list(job.compare))
+        write_results(out / job.key, combined)
+        marks = [_done(f) for f in folders]
+        doc = combined.to_dict()
+        variants = [{k: v.get(k) for k in ("name", "accuracy", "accuracy_std", "accuracy_ci", "macs",
+                                           "macs_executed", "size_bytes", "latency_ms")}
+                    | {"seeds": [{"seed": s["seed"], "accuracy": s["accuracy"]} for s in v.get("seeds") or []]}
+                    for v in doc["variants"]]
+        jobs.append({"key": job.key, "method": job.method, "what": job.what,
+                     "commands": [" ".join(m["argv"]) for m in marks],
+                     "seconds": [m["seconds"] for m in marks], "quick": marks[0]["quick"],
+                     "variants": variants, "comparisons": list(doc.get("comparisons") or []),
+                     "dataset": doc["dataset"], "model": doc["model"]})
+    summary = {"schema": "layerwise.bench/1", "seeds": list(seeds), "jobs": jobs,
+               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", readme_section(summary) + "\n")
+    return summary
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def readme_section(summary: dict) -> str:
+    """The README's results section for ``summary`` (deterministic: the same summary, the same text)."""
+    seeds = summary["seeds"]
+    lines = [README_BEGIN, "",
+             f"Fashion-MNIST, full 10,000-image test split, seeds {', '.join(map(str, seeds))}; "
+             f"{summary['machine']['cores']} cores ({summary['machine']['cpu']}). Accuracy: mean ± std over "
+             "seeds, then the 95 % Wilson interval on the pooled test predictions. Differences: paired "
+             "on the same images (bootstrap 95 % CI, exact McNemar).", ""]
+    if not summary["jobs"]:
+        lines += ["No finished bench job yet: run `layerwise bench`.", "", README_END]
+        return "\n".join(lines)
+    for job in summary["jobs"]:
+        quick = " (--quick: a smoke run, not a result)" if job["quick"] else ""
+        lines += [f"**{job['key']}**{quick}: {job['what']}.", "",
+                  f"`{job['commands'][0]}` (one run per seed: "
+                  + ", ".join(f"{s:.0f} s" for s in job["seconds"]) + ")", "",
+                  "| variant | accuracy % (mean ± std) | per seed | 95 % CI (pooled) |",
+                  "|---|---|---|---|"]
+        for v in job["variants"]:
+            ci = v.get("accuracy_ci") or {}
+            per = ", ".join(_pct(s["accuracy"]) for s in v.get("seeds") or [])
+            std = v.get("accuracy_std")
+            lines.append(f"| {v['name']} | {_pct(v['accuracy'])}"
+                         + (f" ± {_pct(std)}" if std is not None else "")
+                         + f" | {per} | "
+                         + (f"{_pct(ci['low'])}-{_pct(ci['high'])}" if ci else "-") + " |")
+        if job["comparisons"]:
+            lines.append("")
+            for c in job["comparisons"]:
+                lines.append(f"- {c['verdict']}")
+        lines.append("")
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, summary: dict) -> bool:
+    """Replace the README's bench section with :func:`readme_section`; True when it changed."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise LayerwiseError(f"{readme} has no bench section: add the lines\n{README_BEGIN}\n{README_END}")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + readme_section(summary) + tail
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for every job (default runs/bench)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--quick", action="store_true", help="tiny settings for every job: a smoke run of the pipeline")
+    p.add_argument("--only", nargs="+", help="run only these jobs or methods (e.g. unit ela)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--readme", type=Path, metavar="SUMMARY",
+                   help="write README.md's results section from this summary.json and stop")
+
+
+def run_command(args, progress=None) -> CommandReport:
+    if args.readme is not None:
+        summary = json.loads(Path(args.readme).read_text())
+        changed = update_readme(Path("README.md"), summary)
+        return CommandReport(f"README.md results section {'rewritten' if changed else 'already up to date'} "
+                             f"from {args.readme}")
+    start = time.perf_counter()
+    records = run_jobs(args.out, args.seeds, quick=args.quick, only=args.only, device=args.device,
+                       progress=progress)
+    summary = summarize(args.out, args.seeds, only=args.only)
+    ran = [r for r in records if not r.get("skipped")]
+    lines = [f"bench: {len(ran)} runs now, {len(records) - len(ran)} already done; "
+             f"{time.perf_counter() - start:.0f} s", "",
+             (args.out / "summary.md").read_text(), f"wrote {args.out / 'summary.json'}"]
+    return CommandReport("\n".join(lines))
