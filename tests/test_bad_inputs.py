@@ -83,6 +83,73 @@ def _trained(tmp: Path) -> None:
     _write(tmp / "run" / "checkpoint.pt", b"a trained checkpoint")
 
 
+def _trained_adam(tmp: Path) -> None:
+    assert main(["train", *DIGITS, "--epochs", "1", "--threads", "1", "--out", str(tmp / "run")]) == 0
+
+
+def _trained_bad_epoch(tmp: Path) -> None:
+    _trained_adam(tmp)
+    ck = torch.load(tmp / "run" / "checkpoint.pt", weights_only=True)
+    ck["epoch"] = "x"
+    torch.save(ck, tmp / "run" / "checkpoint.pt")
+
+
+def _trained_bad_history(tmp: Path) -> None:
+    _trained_adam(tmp)
+    ck = torch.load(tmp / "run" / "checkpoint.pt", weights_only=True)
+    ck["history"] = "abc"
+    torch.save(ck, tmp / "run" / "checkpoint.pt")
+
+
+def _trained_bad_rng(tmp: Path) -> None:
+    _trained_adam(tmp)
+    ck = torch.load(tmp / "run" / "checkpoint.pt", weights_only=True)
+    ck["rng"]["torch"] = torch.zeros(10, dtype=torch.uint8)
+    torch.save(ck, tmp / "run" / "checkpoint.pt")
+
+
+def _api_config(**kw):
+    def call(tmp):
+        from layerwise.train import TrainConfig
+        TrainConfig(**kw).validate()
+    return call
+
+
+def _api_load(*args, **kw):
+    def call(tmp):
+        from layerwise.data import load_dataset
+        load_dataset(*args, **kw)
+    return call
+
+
+def _api_five_classes(tmp):
+    from layerwise.data import load_dataset
+    from layerwise.train import TrainConfig, train
+    data = load_dataset("digits")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    train(model, data, TrainConfig(epochs=1))
+
+
+def _api_packed_forged(tmp):
+    import hashlib
+    import json
+    import zlib
+
+    from layerwise.adalayer import load_packed_bytes
+    from layerwise.adalayer.packed import DIGEST, FLAG_ZLIB, HEADER, MAGIC, VERSION
+
+    from .adalayer.test_packed_forged import valid
+    data = valid()
+    _, _, flags, _, meta_len = HEADER.unpack_from(data, 0)
+    raw = data[HEADER.size:HEADER.size + meta_len]
+    meta = json.loads(zlib.decompress(raw) if flags & FLAG_ZLIB else raw)
+    payload = data[HEADER.size + meta_len:-DIGEST]
+    meta["tensors"][0]["shape"] = [2 ** 46]                  # 64 TiB, with a valid checksum
+    mb = zlib.compress(json.dumps(meta).encode())
+    body = HEADER.pack(MAGIC, VERSION, FLAG_ZLIB, 0, len(mb)) + mb + payload
+    load_packed_bytes(body + hashlib.sha256(body).digest())
+
+
 def _api_convert_nothing(tmp):
     from layerwise import unit
     unit.convert(nn.Sequential(nn.ReLU(), nn.Flatten()))
@@ -249,7 +316,39 @@ CASES: list[Case] = [
     Case("report-out-under-file", "report --out inside a file",
          ["report", f"{T}/res", "--out", f"{T}/notes.txt/r.html"], words=("inside",),
          setup=lambda t: (_write(t / "notes.txt", b"x"), _results(b"3")(t))),
+    # checkpoints of another run, or damaged inside
+    Case("resume-other-optimizer", "--resume --optimizer sgd after an Adam run",
+         ["train", *DIGITS, "--resume", "--optimizer", "sgd", "--epochs", "2", "--out", f"{T}/run"],
+         words=("another run", "adam", "sgd"), setup=_trained_adam, keep=("run/checkpoint.pt",)),
+    Case("resume-other-seed", "--resume with another --seed",
+         ["train", *DIGITS, "--resume", "--seed", "5", "--epochs", "2", "--out", f"{T}/run"],
+         words=("another run", "seed"), setup=_trained_adam, keep=("run/checkpoint.pt",)),
+    Case("checkpoint-epoch-text", "a checkpoint whose epoch is 'x'",
+         ["train", *DIGITS, "--resume", "--epochs", "2", "--out", f"{T}/run"], words=("'epoch'",),
+         setup=_trained_bad_epoch, keep=("run/checkpoint.pt",)),
+    Case("checkpoint-history-text", "a checkpoint whose history is not a list",
+         ["train", *DIGITS, "--resume", "--epochs", "2", "--out", f"{T}/run"], words=("'history'",),
+         setup=_trained_bad_history, keep=("run/checkpoint.pt",)),
+    Case("checkpoint-rng-size", "a checkpoint with a 10-byte RNG state",
+         ["train", *DIGITS, "--resume", "--epochs", "2", "--out", f"{T}/run"], words=("rng",),
+         setup=_trained_bad_rng, keep=("run/checkpoint.pt",)),
     # Python API
+    Case("api-config-momentum", "TrainConfig(momentum=-5)", api=_api_config(momentum=-5.0),
+         error="LayerwiseError", words=("momentum",), group="Python API"),
+    Case("api-config-weight-decay", "TrainConfig(weight_decay=-1)", api=_api_config(weight_decay=-1.0),
+         error="LayerwiseError", words=("weight_decay",), group="Python API"),
+    Case("api-config-epochs-float", "TrainConfig(epochs=2.5)", api=_api_config(epochs=2.5),
+         error="LayerwiseError", words=("epochs",), group="Python API"),
+    Case("api-load-size-float", "load_dataset('digits', size=28.0)", api=_api_load("digits", size=28.0),
+         error="DataError", words=("size",), group="Python API"),
+    Case("api-load-none", "load_dataset(None)", api=_api_load(None),
+         error="LayerwiseError", words=("not a string",), group="Python API"),
+    Case("api-load-size-huge", "load_dataset('digits', size=3000)", api=_api_load("digits", size=3000),
+         error="DataError", words=("1024",), group="Python API"),
+    Case("api-five-class-model", "a 5-class model trained on 10-class data", api=_api_five_classes,
+         error="ShapeMismatchError", words=("10 classes",), group="Python API"),
+    Case("api-packed-forged", "a packed file whose metadata claims a 64 TiB tensor under a valid SHA-256",
+         api=_api_packed_forged, error="LayerwiseError", words=("corrupted",), group="Python API"),
     Case("api-convert-nothing", "unit.convert on a model without Linear or Conv layers", api=_api_convert_nothing,
          error="LayerwiseError", words=("no nn.linear",), group="Python API"),
     Case("api-calibrate-empty", "unit.calibrate with an empty loader", api=_api_calibrate_empty,

@@ -75,6 +75,16 @@ def test_paired_difference_counts_and_verdicts():
     assert d.low <= d.difference <= d.high
 
 
+def test_few_discordant_images_are_not_a_measurable_difference():
+    # 0 vs 4 discordant images of 40: the bootstrap interval excludes 0, exact McNemar p = 2/16
+    a = np.zeros(40, dtype=bool)
+    b = a.copy()
+    b[:4] = True
+    d = paired_difference(a, b, a="ela", b="mrla-b")
+    assert d.high < 0 and d.mcnemar_p == pytest.approx(0.125)
+    assert not d.measurable and "no measurable difference" in d.verdict()
+
+
 def test_paired_interval_is_seeded():
     rng = np.random.default_rng(1)
     a, b = rng.random(500) < 0.8, rng.random(500) < 0.8

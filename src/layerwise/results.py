@@ -359,8 +359,10 @@ def _check_comparison(c: Any, i: int, names: set, problems: list[str]) -> None:
         problems.append(f"{where}.level must lie strictly between 0 and 1, not {c['level']!r}"[:200])
     if not _int(c["resamples"]) or c["resamples"] < 0:
         problems.append(f"{where}.resamples must be a whole number >= 0")
-    if not isinstance(c["measurable"], bool) or c["measurable"] != (not lo <= 0.0 <= hi):
-        problems.append(f"{where}.measurable must be a boolean, false exactly when [low, high] holds 0")
+    expect = (not lo <= 0.0 <= hi) and _finite(c["mcnemar_p"]) and c["mcnemar_p"] < 1.0 - c["level"]
+    if not isinstance(c["measurable"], bool) or c["measurable"] != expect:
+        problems.append(f"{where}.measurable must be a boolean, true exactly when [low, high] excludes 0 "
+                        "and the McNemar p-value is below 1 - level")
     for k in ("method", "verdict"):
         if not isinstance(c[k], str) or not c[k]:
             problems.append(f"{where}.{k} must be a non-empty string")

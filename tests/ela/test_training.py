@@ -15,7 +15,8 @@ from layerwise.ela import ElaConfig, train_ela
 from layerwise.errors import LayerwiseError
 from layerwise.models import build_model
 from layerwise.models.mrla import mrla_blocks
-from layerwise.results import read_results
+from layerwise.experiments.ela_run import VariantRun, comparison_pairs, with_evidence
+from layerwise.results import Results, Variant, decode_hits, read_results, validate
 from layerwise.train import TrainConfig
 
 
@@ -63,6 +64,62 @@ def test_command_quick_writes_results_with_the_four_variants(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ELA / MRLA-B epoch time" in out and "mrla-l" in out
     json.loads((tmp_path / "results.json").read_text())
+    # each variant's final test hits (the 64 --quick test images), Wilson CI, paired comparisons
+    n = by["ela"]["extra"]["recipe"]["test_samples"]
+    hits = {}
+    for v in doc["variants"]:
+        h = decode_hits(v["test_hits"])
+        assert h.size == n and h.mean() == pytest.approx(v["accuracy"], abs=1e-12), v["name"]
+        assert v["extra"]["accuracy_per_seed"] == [v["accuracy"]]
+        ci = v["accuracy_ci"]
+        assert ci["low"] <= v["accuracy"] <= ci["high"] and ci["n"] == n and ci["method"] == "wilson"
+        hits[v["name"]] = h
+    comps = {(c["a"], c["b"]): c for c in doc["comparisons"]}
+    assert set(comps) == {("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")}
+    for (a, b), c in comps.items():
+        assert c["n"] == n
+        assert c["only_a"] == int((hits[a] & ~hits[b]).sum()) and c["only_b"] == int((~hits[a] & hits[b]).sum())
+        assert c["verdict"] in out
+        assert c["measurable"] == (not c["low"] <= 0 <= c["high"] and c["mcnemar_p"] < 0.05)
+        assert ("no measurable difference" in c["verdict"]) == (not c["measurable"])
+
+
+def test_several_seeds_pool_the_hits_as_combine_seeds_does():
+    """With --seeds, each seed's hits stay in ``seeds``; the interval and the comparisons pool them."""
+    gen = torch.Generator().manual_seed(0)
+    names, seeds, n = ["resnet", "mrla-b", "mrla-l", "ela", "ela-fixed"], [3, 5], 50
+    runs = []
+    for s in seeds:
+        for name in names:
+            h = torch.rand(n, generator=gen) < 0.7
+            runs.append(VariantRun(name, name, s, int(h.sum()) / n, 0.0, [], [], test_hits=h))
+    variants = [Variant(name=name, accuracy=sum(r.test_accuracy for r in runs if r.name == name) / len(seeds),
+                        macs=1, macs_executed=1, params=1, size_bytes=1, latency_ms=None, peak_mem_bytes=None,
+                        energy_j=None, extra={"latency_ms": "-", "peak_mem_bytes": "-", "energy_j": "-"})
+                for name in names]
+    env = {"torch": "x", "device": "cpu", "threads": 1, "cpu": "x", "seed": 3, "seeds": seeds}
+    res = with_evidence(Results("ela", "resnet20", "digits", env, variants), runs, seeds, comparison_pairs(names))
+    doc = validate(res.to_dict())
+    by = {v["name"]: v for v in doc["variants"]}
+    pooled = {}
+    for name in names:
+        v = by[name]
+        mine = [r for r in runs if r.name == name]
+        assert "test_hits" not in v and [e["seed"] for e in v["seeds"]] == seeds
+        for e, r in zip(v["seeds"], mine):
+            assert (decode_hits(e["test_hits"]) == r.test_hits.numpy()).all()
+            assert e["accuracy"] == r.test_accuracy and e["accuracy_ci"]["n"] == n
+        pooled[name] = torch.cat([r.test_hits for r in mine]).numpy()
+        assert v["accuracy"] == pytest.approx(pooled[name].mean())
+        ci = v["accuracy_ci"]
+        assert ci["n"] == 2 * n and ci["correct"] == pooled[name].sum() and "pooled over 2 seeds" in ci["method"]
+        assert ci["low"] <= v["accuracy"] <= ci["high"]
+    comps = {(c["a"], c["b"]): c for c in doc["comparisons"]}
+    assert set(comps) == {("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet"), ("ela-fixed", "ela")}
+    for (a, b), c in comps.items():
+        assert c["n"] == 2 * n and "pooled over 2 seeds" in c["method"]
+        assert c["only_a"] == int((pooled[a] & ~pooled[b]).sum())
+        assert c["only_b"] == int((~pooled[a] & pooled[b]).sum())
 
 
 def test_command_rejects_a_model_without_a_bottleneck_cifar_base(capsys):

@@ -1,7 +1,9 @@
 import json
 
+import pytest
+
 from layerwise.cli import main
-from layerwise.results import read_results
+from layerwise.results import decode_hits, read_results
 
 
 def test_quick_run_writes_valid_results(tmp_path, capsys):
@@ -20,6 +22,27 @@ def test_quick_run_writes_valid_results(tmp_path, capsys):
     assert (out / "base" / "checkpoint.pt").is_file()
     text = capsys.readouterr().out
     assert "ACU overhead" in text and "lwac@0.7" in text
+    # every variant's accuracy is a batch-1 test accuracy: its per-image hits and Wilson interval
+    n = doc["variants"][0]["extra"]["test_n"]
+    hits = {}
+    for v in doc["variants"]:
+        h = decode_hits(v["test_hits"])
+        assert h.size == n and h.mean() == pytest.approx(v["accuracy"], abs=1e-12), v["name"]
+        ci = v["accuracy_ci"]
+        assert ci["low"] <= v["accuracy"] <= ci["high"] and ci["n"] == n and ci["correct"] == h.sum()
+        hits[v["name"]] = h
+    # alpha = 1 with nothing bypassed: the dense model's exact decisions
+    assert (hits["acu-overhead (alpha=1)"] == hits["dense"]).all()
+    other = [x for x in names if x.startswith("lwac-")]
+    pairs = {("lwac", "dense"), ("lwac@0.7", "dense")} | {(x, "dense") for x in other}
+    comps = {(c["a"], c["b"]): c for c in doc["comparisons"]}
+    assert set(comps) == pairs
+    for (a, b), c in comps.items():
+        assert c["n"] == n
+        assert c["only_a"] == int((hits[a] & ~hits[b]).sum()) and c["only_b"] == int((~hits[a] & hits[b]).sum())
+        assert c["verdict"] in text
+        assert c["measurable"] == (not c["low"] <= 0 <= c["high"] and c["mcnemar_p"] < 0.05)
+        assert ("no measurable difference" in c["verdict"]) == (not c["measurable"])
 
 
 def test_bad_budget_is_one_line_error(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from layerwise.cli import main
 from layerwise.errors import LayerwiseError
 from layerwise.experiments.unit_run import VARIANTS, UnitRunConfig
-from layerwise.results import validate
+from layerwise.results import decode_hits, validate
 from layerwise.unit.curves import compare_at_equal_macs, interpolate
 from layerwise.unit.shift import ShiftSpec, rotate, shift_tensor, shifted_dataset
 
@@ -22,6 +23,32 @@ def _by_hand_choice(val_curve, dense_val, max_drop_pt):
         if a >= dense_val - max_drop_pt / 100 - 1e-12:
             best = p
     return best if best is not None else min(p for p, _ in val_curve)
+
+
+def _check_evidence(doc, names, pairs, printed, n):
+    """Each test-accuracy variant carries its hits (mean = accuracy) and a Wilson interval around
+    it; each pair is compared on the same images (discordant counts recomputed here)."""
+    v = {x["name"]: x for x in doc["variants"]}
+    hits = {}
+    for name in names:
+        h = decode_hits(v[name]["test_hits"])
+        assert h.size == n, name
+        assert h.mean() == pytest.approx(v[name]["accuracy"], abs=1e-12), name
+        ci = v[name]["accuracy_ci"]
+        assert ci["low"] <= v[name]["accuracy"] <= ci["high"] and ci["n"] == n, name
+        assert ci["correct"] == int(h.sum()), name
+        hits[name] = h
+    comps = {(c["a"], c["b"]): c for c in doc["comparisons"]}
+    assert set(comps) == set(pairs)
+    for a, b in pairs:
+        c = comps[(a, b)]
+        assert c["n"] == n
+        assert c["only_a"] == int((hits[a] & ~hits[b]).sum()) and c["only_b"] == int((~hits[a] & hits[b]).sum())
+        assert c["difference"] == pytest.approx(hits[a].mean() - hits[b].mean())
+        assert c["low"] <= c["difference"] <= c["high"]
+        assert c["verdict"] in printed
+        assert c["measurable"] == (not c["low"] <= 0 <= c["high"] and c["mcnemar_p"] < 0.05)
+        assert ("no measurable difference" in c["verdict"]) == (not c["measurable"])
 
 
 def test_quick_run_writes_the_variants_and_three_figures(tmp_path, capsys):
@@ -40,6 +67,11 @@ def test_quick_run_writes_the_variants_and_three_figures(tmp_path, capsys):
     validate(doc)
     assert [v["name"] for v in doc["variants"]] == list(VARIANTS)
     assert "dense+zero-skip" in VARIANTS
+    # every variant's accuracy is a test accuracy: hits, Wilson CI, paired comparisons
+    assert doc["schema"] == "layerwise.results/2"
+    _check_evidence(doc, VARIANTS, [("unit", "dense"), ("unit", "magnitude"), ("unit", "fatrelu"),
+                                    ("unit+fatrelu", "fatrelu")], printed, 40)
+    assert "95% CI" in printed
     assert sorted(doc["figures"]) == ["accuracy_vs_macs.png", "mcu_energy.png", "mcu_time.png"]
     for f in doc["figures"]:
         assert (out / f).stat().st_size > 1000
@@ -158,6 +190,24 @@ def test_rotation_by_zero_is_identity_and_shifts_are_seeded():
         shift_tensor(series, ShiftSpec("r", degrees=5), torch.Generator())
     ds = shifted_dataset([(torch.zeros(1, 4, 4), 1)] * 2, ShiftSpec("n", noise=1.0), seed=3)
     assert len(ds) == 2 and ds[1][1] == 1
+
+
+def test_counted_evaluate_keeps_the_hits_of_its_own_pass():
+    from torch.utils.data import TensorDataset
+
+    from layerwise.models import build_model
+    from layerwise.train import evaluate, predict
+    from layerwise.unit import convert
+    from layerwise.unit.accounting import counted_evaluate
+
+    torch.manual_seed(0)
+    plain = build_model("tiny-cnn", (1, 16, 16), 10).eval()
+    ds = TensorDataset(torch.randn(37, 1, 16, 16), torch.randint(0, 10, (37,)))
+    run = counted_evaluate(convert(copy.deepcopy(plain)).model, ds, batch_size=16)
+    pred = predict(plain, ds)
+    assert run.hits.dtype == torch.bool and run.n == 37
+    assert torch.equal(run.hits, pred.predicted == pred.targets)     # T = 0: the dense decisions
+    assert run.accuracy == int(run.hits.sum()) / 37 == evaluate(plain, ds).accuracy
 
 
 def test_equal_mac_interpolation():

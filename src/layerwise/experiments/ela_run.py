@@ -10,6 +10,7 @@ the fair one. ``--ablation`` adds the EBQM ablations (Tables 4, 6, 7) as further
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
@@ -24,11 +25,12 @@ from ..data import DatasetSplits, make_loader
 from ..ela import ElaConfig, capture_distributions, find_attention_layers, train_ela
 from ..ela.step_timing import compare_train_steps
 from ..errors import LayerwiseError
+from ..evidence import combine_seeds, with_statistics
 from ..measure import artifact_size, compare_latency, count_macs, count_params
 from ..models import build_model
 from ..models.mrla import MRLABase, mrla_blocks
 from ..results import Results, Variant, env_info, write_results
-from ..train import TrainConfig, evaluate, train
+from ..train import TrainConfig, predict, train
 from .common import (CommandReport, RunSpec, add_common_arguments, check_device, example_input, fmt_count,
                      load_data_for_model, out_dir, seed_everything, set_threads, spec_from_args, text_table)
 
@@ -44,6 +46,9 @@ ABLATIONS: dict[str, dict] = {  # Table 4 (strategies), Table 6 (distributions),
     "ela-eqm": {"mapping": "eqm"},
 }
 BASES = ("resnet20", "resnet56", "resnet110")
+#: paired comparisons on the same test images (method variant, rival); with --ablation each
+#: ablation is also compared with ela
+COMPARE = (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet"))
 
 
 @dataclass
@@ -78,6 +83,7 @@ class VariantRun:
     events: list[dict] = field(default_factory=list)
     kl_history: list[dict] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
+    test_hits: torch.Tensor | None = field(default=None, repr=False)  # per test image, test order
 
 
 @dataclass
@@ -136,7 +142,10 @@ def _train_variant(spec: RunSpec, data: DatasetSplits, opts: ElaOptions, variant
         tr = train(model, data, config, out_dir=where, progress=progress)
     if tr.interrupted:
         raise KeyboardInterrupt
-    run.test_accuracy = evaluate(model, data.test, device=spec.device).accuracy
+    # the final test accuracy and, from the same pass, which test images the model got right
+    pred = predict(model, data.test, device=spec.device)
+    run.test_hits = (pred.predicted == pred.targets).cpu()
+    run.test_accuracy = int(run.test_hits.sum()) / run.test_hits.numel()
     run.val_accuracy = tr.final_val_acc
     run.epoch_times = [h.time_s for h in tr.history]
     run.history = [asdict(h) for h in tr.history]
@@ -268,12 +277,57 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
 
     figs = _figures(directory, base, data.label, maps, layer_order, first["ela"].events,
                     {n: first[n].epoch_times for n in VARIANTS})
-    results = Results(method="ela", model=base, dataset=data.label, env=env_info(spec.device, threads, spec.seed),
+    env = env_info(spec.device, threads, spec.seed)
+    if len(opts.seeds) > 1:
+        env["seeds"] = list(opts.seeds)
+    results = Results(method="ela", model=base, dataset=data.label, env=env,
                       variants=variants, figures=[p.name for p in figs])
+    results = with_evidence(results, runs, list(opts.seeds), comparison_pairs(names))
     path = write_results(directory, results)
     for r in runs:
         r.model = None
     return ElaOutput(path, results, runs, figs)
+
+
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """ELA against MRLA-B, MRLA-L and ResNet; each ablation (when trained) against ELA."""
+    return list(COMPARE) + [(n, "ela") for n in names if n in ABLATIONS]
+
+
+def with_evidence(results: Results, runs: list[VariantRun], seeds: list[int],
+                  compare: list[tuple[str, str]]) -> Results:
+    """``results`` with each variant's test evidence (schema /2) from its runs' final test hits.
+
+    One seed: :func:`~layerwise.evidence.with_statistics` (``test_hits``, Wilson ``accuracy_ci``,
+    comparisons). Several seeds: every seed is a result of its own (its variants at that seed's
+    accuracy and hits), combined by :func:`~layerwise.evidence.combine_seeds`; each variant keeps
+    its fields and takes from the combination ``accuracy`` (the mean over seeds), ``accuracy_std``,
+    ``seeds`` (each seed's accuracy, interval and ``test_hits``) and ``accuracy_ci`` (Wilson on the
+    hits pooled over the seeds); the comparisons are those of the pooled hits (each seed's images
+    paired). No top-level ``test_hits`` then: a mean over seeds is not one test pass."""
+    by = {(r.name, r.seed): r for r in runs}
+    if len(seeds) == 1:
+        return with_statistics(results, {v.name: by[(v.name, seeds[0])].test_hits for v in results.variants},
+                               compare=compare, seed=seeds[0])
+    per_seed = []
+    for s in seeds:
+        r = copy.deepcopy(results)
+        r.env["seed"] = s
+        r.env.pop("seeds", None)
+        r.comparisons = []
+        for v in r.variants:
+            v.accuracy = by[(v.name, s)].test_accuracy
+        per_seed.append(with_statistics(r, {v.name: by[(v.name, s)].test_hits for v in r.variants},
+                                        compare=compare, seed=s))
+    combined = combine_seeds(per_seed, compare=compare, seed=seeds[0])
+    out = copy.deepcopy(results)
+    for v in out.variants:
+        c = combined.variant(v.name)
+        v.accuracy, v.accuracy_std, v.seeds, v.accuracy_ci = c.accuracy, c.accuracy_std, c.seeds, c.accuracy_ci
+        v.test_hits = None
+    out.comparisons = combined.comparisons
+    out.schema = combined.schema
+    return out
 
 
 def _figures(directory: Path, base: str, label: str, maps, layer_order, events, times) -> list[Path]:
@@ -344,10 +398,12 @@ def report_text(out: ElaOutput) -> str:
     for x in res.variants:
         e = x.extra
         acc = f"{100 * x.accuracy:.2f}" + (f" ± {100 * e['accuracy_std']:.2f}" if len(e["seeds"]) > 1 else "")
+        ci = x.accuracy_ci
+        ci_text = f"{100 * ci['low']:.1f}-{100 * ci['high']:.1f}" if ci else "-"
         step = e.get("step_time_ms")
         skipped = e.get("skipped_per_seed")
         rows.append([
-            x.name, e["model"], acc, fmt_count(x.params), fmt_count(x.macs_executed),
+            x.name, e["model"], acc, ci_text, fmt_count(x.params), fmt_count(x.macs_executed),
             f"{e['epoch_time_s']:.1f} ({e['epoch_time_iqr_s']:.1f})", f"{e['epoch_time_ratio_vs_mrla_b']:.2f}",
             f"{step['median']:.0f} ({step['iqr']:.0f})" if step else "-",
             f"{e['step_time_ratio_vs_mrla_b']:.2f}" if step else "-",
@@ -359,7 +415,7 @@ def report_text(out: ElaOutput) -> str:
         f"{res.model} on {res.dataset}, seeds {seeds}, {res.env['threads']} threads; {rec['epochs']} epochs, "
         f"{rec['optimizer']} lr {rec['lr']:g}, batch {rec['batch_size']}, {rec['train_samples']} train / "
         f"{rec['test_samples']} test samples",
-        text_table(rows, ["variant", "model", "test acc %", "params", "MACs exec", "epoch s (IQR)", "vs B",
+        text_table(rows, ["variant", "model", "test acc %", "95% CI", "params", "MACs exec", "epoch s (IQR)", "vs B",
                           "step ms (IQR)", "vs B", "skipped"]),
         "",
         "epoch s: median over epochs (and seeds) of the training loop's time, variants trained one after another;",
@@ -375,6 +431,11 @@ def report_text(out: ElaOutput) -> str:
         f"(step time, interleaved: {ela.extra['step_time_ratio_vs_mrla_b']:.2f})",
         f"ELA - MRLA-L test accuracy: {100 * (ela.accuracy - ml.accuracy):+.2f} points; "
         f"ELA - MRLA-B: {100 * (ela.accuracy - mb.accuracy):+.2f} points",
+        "95% CI: Wilson interval of the test accuracy" + (f" (on the test predictions pooled over the "
+                                                         f"{len(seeds)} seeds)" if len(seeds) > 1 else "")
+        + "; paired on the same test images (bootstrap 95 % CI of the difference, exact McNemar"
+        + (", pooled over the seeds" if len(seeds) > 1 else "") + "):",
+        *(f"  {c['verdict']}" for c in res.comparisons),
         "figures: " + ", ".join(str(p) for p in out.figures),
         f"wrote {out.results_path}",
     ]

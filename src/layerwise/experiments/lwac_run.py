@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import LayerwiseError
+from ..evidence import with_statistics
 from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, choose_lambda, crossfit_sweep,
                     gather_relevance, lambda_range, sweep_lambda, train_controllers)
 from ..lwac.config import LWACError
@@ -265,7 +266,9 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             preds[name] = _predict(fn, test_inputs)
             shares[name] = [1.0] * len(lw.units)
             macs_exec[name] = float(lw.dense_macs + _controller_macs(fn))
-    acc = {k: (p == y_test).float().mean().item() for k, p in preds.items()}
+    # per-image hits of that same batch-1 pass; the accuracy is exactly correct / n (float64)
+    hits = {k: (p.cpu() == y_test) for k, p in preds.items()}
+    acc = {k: int(h.sum()) / h.numel() for k, h in hits.items()}
 
     # ---- latency, interleaved; budget variants keep controlling while timed
     for b in budgeted.values():
@@ -340,9 +343,22 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
                                  monitor_notes=list(demo["monitor_notes"]))
     results = Results(method="lwac", model=spec.model, dataset=data.label,
                       env=env_info(device, threads, spec.seed), variants=out_variants, figures=fig_names)
+    # every accuracy is a batch-1 TEST accuracy: Wilson interval, per-image hits, and the method
+    # against dense on the same images (also each budgeted variant and the other policy)
+    results = with_statistics(results, hits, compare=comparison_pairs(list(variants)), seed=spec.seed)
+    out_variants = results.variants
     path = write_results(directory, results)
     table, checks = _summary(out_variants, acc, lat, len(test_inputs))
     return LWACOutput(path, results, table, checks)
+
+
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """(method variant, rival) pairs compared on the same test images: LWAC, every budgeted
+    variant and the policy not deployed, each against dense; LWAC against any static baseline."""
+    pairs = [("lwac", "dense")]
+    pairs += [(n, "dense") for n in names if n.startswith("lwac@") or n.startswith("lwac-")]
+    pairs += [("lwac", n) for n in names if n.startswith("static")]
+    return pairs
 
 
 def _controller_macs(fn) -> int:
@@ -412,7 +428,10 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
     for v in variants:
         lt = v.latency_ms
         en = v.energy_j
-        rows.append([v.name, f"{100 * v.accuracy:.2f}", f"{100 * (dense.accuracy - v.accuracy):+.2f}",
+        ci = v.accuracy_ci
+        rows.append([v.name, f"{100 * v.accuracy:.2f}",
+                     f"{100 * ci['low']:.1f}-{100 * ci['high']:.1f}" if ci else "-",
+                     f"{100 * (dense.accuracy - v.accuracy):+.2f}",
                      f"{lt['median']:.3f}", f"{lt['iqr']:.3f}", f"{lt['median'] / dense.latency_ms['median']:.3f}",
                      fmt_count(v.macs_executed),
                      f"{1e3 * en['value']:.2f}{'*' if en['estimated'] else ''}" if en else "-",
@@ -471,13 +490,16 @@ def run_command(args, progress=None) -> CommandReport:
                        quick=args.quick)
     out = run_lwac(spec_from_args(args), opts, progress)
     res = out.results
-    header = ["variant", "acc %", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]
+    header = ["variant", "acc %", "95% CI", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]
     lines = [f"LWAC on {res.model} / {res.dataset} (batch 1, {res.env['threads']} threads, test n="
              f"{res.variants[0].extra['test_n']})",
              f"base: {res.variants[0].extra['base']['training']}",
              _policy_line(res.variants[1].extra["policy_choice"]),
              text_table(out.table, header, left=1),
-             "(* energy estimated: process CPU time x W per core; see energy_j.source)",
+             "(* energy estimated: process CPU time x W per core; see energy_j.source; 95% CI: Wilson "
+             "interval of the test accuracy)",
+             "paired on the same test images (bootstrap 95 % CI of the difference, exact McNemar):",
+             *(f"  {c['verdict']}" for c in res.comparisons),
              "", *out.checks, "",
              "budget demo (simulated monitor): " + "; ".join(
                  f"budget {s['budget']:g}{' +contention' if s['contention'] > 1 else ''}: "

@@ -46,6 +46,7 @@ from torch import nn
 
 from ..data import make_loader
 from ..errors import LayerwiseError
+from ..evidence import with_statistics
 from ..measure import artifact_size, compare_latency, count_macs, count_params, peak_memory
 from ..models import sensor_cnn1d as _cnn1d  # noqa: F401  (registers cnn1d)
 from ..results import Results, Variant, env_info, write_results
@@ -53,7 +54,7 @@ from ..storage import atomic_torch_save, atomic_write_json
 from ..train import TrainConfig, evaluate, load_weights, train
 from ..unit import METHODS, PROFILES, calibrate, convert, reset_counts, set_division, sweep
 from ..unit.accounting import (COMMON_BASIS, CountedRun, VariantCost, count_left_alone,
-                               counted_evaluate, variant_cost)
+                               counted_evaluate, scored, variant_cost)
 from ..unit.agreement import model_agreement
 from ..unit.baselines import (MagnitudeConfig, calibrate_fatrelu_bounds, iterative_magnitude_prune,
                               replace_relus, set_fatrelu_thresholds, sparsity_of)
@@ -78,6 +79,8 @@ FIXED_PERCENTILE = 20.0   # the paper's setting and unit.calibrate's default
 VARIANTS = ("dense", "dense+zero-skip", "magnitude", "fatrelu", "unit", "unit@p20",
             "unit+magnitude", "unit+fatrelu")
 PLAIN_VARIANTS = ("dense", "dense+zero-skip", "magnitude", "fatrelu")
+#: paired comparisons on the same test images (method variant, rival variant)
+COMPARE = (("unit", "dense"), ("unit", "magnitude"), ("unit", "fatrelu"), ("unit+fatrelu", "fatrelu"))
 DEFAULT_SWEEP = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 QUICK_SWEEP = (10.0, 30.0, 60.0)
 FATRELU_BOUNDS_PT = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
@@ -231,25 +234,28 @@ def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[fl
     val_acc: list[float] = []
     left_runs: list[dict] = []
     n_test: list[int] = []
+    test_hits: list[torch.Tensor] = []
 
     def score(m):
         # val first (recorded for the choice), then counters cleared so the point's counts are
-        # the TEST evaluation's only (the layers left alone counted on the zero-skip runtime)
+        # the TEST evaluation's only (the layers left alone counted on the zero-skip runtime);
+        # the test pass also records which test samples it got right (the point's hits)
         val_acc.append(evaluate(m, data.val, device=device).accuracy)
         reset_counts(m)
         with count_left_alone(m) as left:
-            ev = evaluate(m, data.test, device=device)
+            acc, n, hits = scored(m, data.test, device=device)
         left_runs.append(dict(left))
-        n_test.append(ev.n)
-        return ev.accuracy
+        n_test.append(n)
+        test_hits.append(hits)
+        return acc
 
     points = sweep(model, val_loader, score, percentiles)
     curve, runs = [], {}
-    for pt, va, left, n in zip(points, val_acc, left_runs, n_test):
+    for pt, va, left, n, hits in zip(points, val_acc, left_runs, n_test, test_hits):
         per_layer = dict(pt.per_layer)
         run = CountedRun(accuracy=pt.accuracy, n=n, counts=combine_layers(per_layer.values()),
                          per_layer=per_layer, left_alone=combine_layers(left.values()),
-                         left_alone_per_layer=left)
+                         left_alone_per_layer=left, hits=hits)
         runs[pt.percentile] = run
         curve.append({"percentile": pt.percentile, "val_accuracy": va, "accuracy": pt.accuracy,
                       **_point_macs("unit", run, model_macs), "thresholds": pt.thresholds})
@@ -588,10 +594,14 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
     results = Results(method="unit", model=spec.model, dataset=data.label,
                       env={**env_info(device, threads, spec.seed), "mcu_profile": prof},
                       variants=variants, figures=[f.name for f in figs])
+    # every accuracy above is a TEST accuracy: its Wilson interval and per-image hits come from the
+    # very evaluation that produced it, and the method is compared with its rivals image by image
+    results = with_statistics(results, {k: ev[k].run.hits for k in VARIANTS}, compare=COMPARE,
+                              seed=spec.seed)
     path = write_results(directory, results)
     text = _report(spec, data, cfg, ev, comparisons, shift_rows, div_check, agreement,
                    kernel, lat, path, time.perf_counter() - t_start, us, div_costs, mag, mag_curve,
-                   report_conv, fat_curve)
+                   report_conv, fat_curve, results)
     return results, text, path
 
 
@@ -602,7 +612,8 @@ def _pct(x: float) -> str:
 
 
 def _report(spec, data, cfg, ev, comparisons, shift_rows, div_check, agreement,
-            kernel, lat, path, elapsed, us, div_costs, mag, mag_curve, report_conv, fat_curve) -> str:
+            kernel, lat, path, elapsed, us, div_costs, mag, mag_curve, report_conv, fat_curve,
+            results: Results) -> str:
     prof = cfg.mcu_profile
     dense_acc = ev["dense"].run.accuracy
     dense_own = ev["dense"].cost.own
@@ -611,7 +622,9 @@ def _report(spec, data, cfg, ev, comparisons, shift_rows, div_check, agreement,
     for k in VARIANTS:
         e = ev[k]
         c = e.cost
-        rows.append([k, f"{e.run.accuracy:.4f}", f"{100 * (dense_acc - e.run.accuracy):+.2f}",
+        ci = results.variant(k).accuracy_ci
+        rows.append([k, f"{e.run.accuracy:.4f}", f"{ci['low']:.3f}-{ci['high']:.3f}",
+                     f"{100 * (dense_acc - e.run.accuracy):+.2f}",
                      fmt_count(int(round(c.macs_executed))), _pct(c.skipped_fraction),
                      f"{c.mcu[prof].seconds * 1e3:.1f}", f"{c.mcu[prof].cycles / ref[prof]:.2f}x",
                      f"{c.mcu['msp430-hwmul'].cycles / ref['msp430-hwmul']:.2f}x",
@@ -633,13 +646,16 @@ def _report(spec, data, cfg, ev, comparisons, shift_rows, div_check, agreement,
                      f"{'' if ch.within_bound else '; NONE within the bound, smallest taken'}); val curve: "
                      + ", ".join(f"p{p:g} {a:.4f}" for p, a in ch.val_curve))
     lines += ["",
-              text_table(rows, ["variant", "acc", "drop pt", "MACs exec", "skipped",
+              text_table(rows, ["variant", "acc", "95% CI", "drop pt", "MACs exec", "skipped",
                                 f"MCU ms ({prof})", "cyc/dense", "hwmul cyc/dense", "MCU uJ",
                                 "own runtime", "own skipped", "own cyc/dense"], left=1),
               f"(MACs per inference, averaged over test; 'MACs exec', 'skipped' and the MCU columns count "
               f"EVERY variant on one runtime: {COMMON_BASIS}; 'own' columns: each variant's own runtime; "
               f"cycles relative to the dense model on a dense loop, every MAC, no tests; MCU figures are "
-              f"ESTIMATES from the cycle model)"]
+              f"ESTIMATES from the cycle model; '95% CI': Wilson interval of the test accuracy, "
+              f"n={ev['dense'].run.n})",
+              "paired on the same test images (bootstrap 95 % CI of the difference, exact McNemar):",
+              *(f"  {c['verdict']}" for c in results.comparisons)]
     steps_avg = {m: d["steps"]["average_steps"] for m, d in div_costs.items()}
     lines.append("unit by division, each at the percentile chosen on its own val curve (test acc / "
                  f"skipped / {prof} cycles/dense, measured loop steps per division): " + "; ".join(

@@ -122,10 +122,12 @@ def count_left_alone(model: nn.Module) -> Iterator[dict[str, MacCounts]]:
 
 @dataclass
 class CountedRun:
-    """Accuracy and exact counters of one model on one split.
+    """Accuracy, per-sample hits and exact counters of one model on one split.
 
     ``counts`` / ``per_layer``: the UnIT layers; ``left_alone`` / ``left_alone_per_layer``: the
     plain Linear / Conv layers counted on a zero-skipping runtime (:func:`count_left_alone`).
+    ``hits``: which samples this very evaluation got right (bool, the split's order, on the CPU);
+    ``accuracy`` is ``hits.sum() / n`` exactly (None only for a run built without them).
     """
 
     accuracy: float
@@ -134,22 +136,36 @@ class CountedRun:
     per_layer: dict[str, MacCounts] = field(default_factory=dict)
     left_alone: MacCounts = field(default_factory=MacCounts)
     left_alone_per_layer: dict[str, MacCounts] = field(default_factory=dict)
+    hits: torch.Tensor | None = field(default=None, repr=False)
+
+
+def scored(model: nn.Module, dataset, *, device: str = "cpu", batch_size: int = 256
+           ) -> tuple[float, int, torch.Tensor]:
+    """``(accuracy, n, hits)`` of ONE pass over ``dataset``: ``hits[i]`` is True when sample ``i``
+    (dataset order) is classified right, and ``accuracy = hits.sum() / n`` (the same number
+    :func:`layerwise.train.evaluate` gives: correct / n)."""
+    from ..train import predict
+
+    pred = predict(model, dataset, device=device, batch_size=batch_size)
+    hits = (pred.predicted == pred.targets).cpu()
+    n = int(hits.numel())
+    return int(hits.sum()) / n, n, hits
 
 
 def counted_evaluate(model: nn.Module, dataset, *, device: str = "cpu", batch_size: int = 256
                      ) -> CountedRun:
     """Evaluate a converted model, counters reset first; the counts are of this evaluation only
-    (UnIT layers, and the plain Linear / Conv layers the conversion left alone)."""
-    from ..train import evaluate
-
+    (UnIT layers, and the plain Linear / Conv layers the conversion left alone), and so are the
+    per-sample ``hits`` (recorded in the same pass, see :func:`scored`)."""
     if not unit_layers(model):
         raise LayerwiseError("counted_evaluate needs a converted model; call layerwise.unit.convert first")
     reset_counts(model)
     with count_left_alone(model) as left:
-        ev = evaluate(model, dataset, device=device, batch_size=batch_size)
-    return CountedRun(accuracy=ev.accuracy, n=ev.n, counts=total_counts(model),
+        accuracy, n, hits = scored(model, dataset, device=device, batch_size=batch_size)
+    return CountedRun(accuracy=accuracy, n=n, counts=total_counts(model),
                       per_layer=dict(per_layer_counts(model)),
-                      left_alone=combine_layers(left.values()), left_alone_per_layer=dict(left))
+                      left_alone=combine_layers(left.values()), left_alone_per_layer=dict(left),
+                      hits=hits)
 
 
 # ----------------------------------------------------------------------------- cost
@@ -286,4 +302,4 @@ def unconverted_macs(model_macs_total: int, per_inference_converted: float) -> i
 
 __all__ = ["COMMON_BASIS", "COMMON_RUNTIME", "RUNTIME_OF", "CountedRun", "RuntimeFigures",
            "VariantCost", "count_left_alone", "counted_evaluate", "executed_macs",
-           "left_alone_layers", "unconverted_macs", "variant_cost"]
+           "left_alone_layers", "scored", "unconverted_macs", "variant_cost"]
