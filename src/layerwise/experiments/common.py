@@ -51,6 +51,7 @@ class RunSpec:
     checkpoint: Path | None = None
     train_limit: int | None = None     # a stratified subset of the training split (shorter runs)
     val_limit: int | None = None       # a stratified subset of the validation split (cheaper calibration)
+    augment: bool = False              # random crop (and flip where the data allows) when training
 
 
 @dataclass
@@ -61,8 +62,9 @@ class CommandReport:
     exit_code: int = 0
 
 
-def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True) -> None:
-    """The flags every command takes (DESIGN.md, "Command line")."""
+def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True, training: bool = False) -> None:
+    """The flags every command takes (DESIGN.md, "Command line"); ``training`` adds the flags of
+    commands that train a model."""
     if model:
         p.add_argument("--model", required=True, help="model registry name (see `layerwise list`)")
         p.add_argument("--checkpoint", type=Path, help="start from trained weights instead of training / random init")
@@ -80,13 +82,18 @@ def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True) -> N
                         "the test split is never cut)")
     p.add_argument("--val-limit", type=int, metavar="N",
                    help="calibrate and select on a fixed, stratified subset of N validation samples")
+    if training:
+        p.add_argument("--augment", action="store_true",
+                       help="train with random crops (4-pixel zero padding) and, where the dataset allows "
+                            "it (fashion-mnist, not digits), horizontal flips")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return RunSpec(model=args.model, dataset=args.dataset, size=args.size, channels=args.channels,
                    device=args.device, seed=args.seed, threads=args.threads, out=args.out,
                    checkpoint=getattr(args, "checkpoint", None),
-                   train_limit=getattr(args, "train_limit", None), val_limit=getattr(args, "val_limit", None))
+                   train_limit=getattr(args, "train_limit", None), val_limit=getattr(args, "val_limit", None),
+                   augment=bool(getattr(args, "augment", False)))
 
 
 def fmt_count(n: int | None) -> str:

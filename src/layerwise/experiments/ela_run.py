@@ -127,7 +127,8 @@ def _train_variant(spec: RunSpec, data: DatasetSplits, opts: ElaOptions, variant
     kwargs = {} if variant == "resnet" or variant == "mrla-l" else {"values": opts.values}
     model = build_model(name, data.input_shape, data.num_classes, **kwargs).to(spec.device)
     config = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
-                         weight_decay=opts.weight_decay, schedule="cosine", seed=seed, device=spec.device)
+                         weight_decay=opts.weight_decay, schedule="cosine", seed=seed, device=spec.device,
+                         augment=spec.augment)
     where = directory / f"seed{seed}" / variant
     log.info("training %s (%s), seed %d", variant, name, seed)
     run = VariantRun(variant, name, seed, 0.0, 0.0, [], [])
@@ -358,7 +359,7 @@ def _windows(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def add_arguments(p) -> None:
-    add_common_arguments(p)
+    add_common_arguments(p, training=True)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")

@@ -91,7 +91,7 @@ def prepare_base(spec: RunSpec, data, opts: LWACOptions, directory: Path, progre
         return model.to(spec.device).eval(), {"source": f"--checkpoint {spec.checkpoint}",
                                               "training": "unknown (given checkpoint)"}
     base_dir = directory / "base"
-    config = TrainConfig(epochs=opts.epochs, seed=spec.seed, device=spec.device)
+    config = TrainConfig(epochs=opts.epochs, seed=spec.seed, device=spec.device, augment=spec.augment)
     resume = (base_dir / CHECKPOINT_NAME).is_file()
     with branch_dropout(model, opts.branch_drop, seed=spec.seed) as n_branches:
         result = train(model, data, config, out_dir=base_dir, resume=resume, progress=progress)
@@ -462,7 +462,7 @@ HELP = "LWAC: runtime layer calibration that bypasses units under a latency budg
 
 
 def add_arguments(p) -> None:
-    add_common_arguments(p)
+    add_common_arguments(p, training=True)
     p.add_argument("--latency-budget", type=float, nargs="+", default=[], metavar="F",
                    help="also evaluate lwac@F: PI control of lambda to F x dense latency, F in (0, 1]")
     p.add_argument("--policy", choices=("auto", "neural", "heuristic"), default="auto",

@@ -81,7 +81,7 @@ HELP = "train a model; checkpoint every epoch; --resume continues"
 
 
 def add_arguments(p) -> None:
-    add_common_arguments(p)
+    add_common_arguments(p, training=True)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
@@ -102,7 +102,7 @@ def run_command(args, progress=None) -> CommandReport:
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 3e-3)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
                          weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-                         device=args.device)
+                         device=args.device, augment=args.augment)
     out = run_train(spec_from_args(args), config, resume=args.resume or args.resume_any, overwrite=args.overwrite,
                     progress=progress, allow_foreign_checkpoint=args.resume_any,
                     model_kwargs={"drop_path": args.drop_path} if args.drop_path else None)

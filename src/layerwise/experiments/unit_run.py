@@ -158,7 +158,7 @@ def _base_model(spec: RunSpec, data, cfg: UnitRunConfig, directory: Path) -> tup
         model = build_for_data(spec, data)
         return model, {"source": f"checkpoint {spec.checkpoint}"}
     meta = {"model": spec.model, "dataset": data.label, "epochs": epochs, "batch_size": batch,
-            "seed": spec.seed}
+            "seed": spec.seed, "augment": spec.augment, "train_size": len(data.train)}
     cache, meta_path = directory / "base_model.pt", directory / "base_model.json"
     model = build_for_data(spec, data)
     if cache.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
@@ -166,7 +166,7 @@ def _base_model(spec: RunSpec, data, cfg: UnitRunConfig, directory: Path) -> tup
         return model, {"source": f"cached {cache}", **meta}
     seed_everything(spec.seed)
     res = train(model, data, TrainConfig(epochs=epochs, batch_size=batch, seed=spec.seed,
-                                         device=spec.device))
+                                         device=spec.device, augment=spec.augment))
     if res.interrupted:
         raise LayerwiseError("training of the base model was interrupted; rerun to train it again")
     atomic_torch_save(model.state_dict(), cache)
@@ -731,7 +731,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(p) -> None:
-    add_common_arguments(p)
+    add_common_arguments(p, training=True)
     p.add_argument("--percentile", type=str, default="auto",
                    help="percentile of |x*w| (nonzero pairs, val split) for each layer's threshold, or "
                         "'auto' (default): the largest sweep percentile whose VAL accuracy is within "

@@ -29,6 +29,7 @@ class TrainConfig:
     device: str = "cpu"
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
+    augment: bool = False  # image batches: random crop (4-pixel zero padding), flip where the data allows
 
     def validate(self) -> None:
         """Raise ConfigError (a LayerwiseError, one line) for the first field with a bad type or value."""
@@ -49,6 +50,8 @@ class TrainConfig:
 
         integer("epochs", 0)
         integer("batch_size", 1)
+        if not isinstance(self.augment, bool):
+            raise bad(f"augment={_brief(self.augment)}; use True or False")
         if self.optimizer not in ("sgd", "adam"):
             raise bad(f"optimizer={_brief(self.optimizer)}; use 'sgd' or 'adam'")
         if self.schedule not in ("cosine", "step", "none"):

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ..data.augment import augment_batch, batch_generator
 from ..data.base import DatasetSplits
 from ..errors import CheckpointError, LayerwiseError, ShapeMismatchError, TrainingDivergedError
 from . import distributed
@@ -371,6 +372,9 @@ class _Trainer:
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], bool]:
         check_labels(y, self.data.num_classes, f"the train split of dataset {self.data.name}")
+        if self.config.augment:
+            x = augment_batch(x, pad=4, hflip=bool(self.data.info.get("hflip_ok", False)),
+                              generator=batch_generator(self.config.seed, self.epoch, self.step, self.ctx.rank))
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         outputs = self.net(x)
         if not self.outputs_checked:
