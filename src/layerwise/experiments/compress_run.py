@@ -1,9 +1,13 @@
-"""``layerwise compress``: AdaLayerNet against dense, uniform and torch-int8, side by side in one run.
+"""``layerwise compress``: AdaLayerNet against dense, uniform and int8-static, side by side in one run.
 
 Variants (names as written in results.json): ``dense`` (the trained fp32 model), ``uniform``
-(one pruning ratio and one bit width for all layers at AdaLayerNet's packed size), ``torch-int8``
-(global magnitude pruning at AdaLayerNet's sparsity + PyTorch dynamic int8) and ``adalayer``.
-Accuracy is on the test split of the model rebuilt FROM THE PACKED FILE; size_bytes is that file.
+(one pruning ratio and one bit width for all layers at AdaLayerNet's packed size), ``int8-static``
+(what a PyTorch user runs: static post-training int8 of the convolutions and linears, per-channel
+weights, calibrated on the validation split, x86 engine; see :mod:`layerwise.adalayer.int8`) and
+``adalayer``. Accuracy is on the test split of each model rebuilt FROM ITS SAVED FILE (the packed
+``.lwpk`` files, ``int8-static.pt``); size_bytes is that file. Every accuracy comes with its
+per-image test hits and Wilson interval, and adalayer is compared, paired on the same test images,
+with dense, uniform and int8-static (``comparisons``; :func:`layerwise.evidence.with_statistics`).
 """
 
 from __future__ import annotations
@@ -19,21 +23,24 @@ from torch import nn
 from ..adalayer import (AdaLayerConfig, Architecture, compress_model, compress_uniform, export_and_check,
                         load_packed, uniform_candidates, uniform_size_fn, write_packed)
 from ..adalayer.budget import check_budget
-from ..adalayer.int8 import finalize, global_prune, quantize_int8
-from ..adalayer.pipeline import analyse, finetune_config
+from ..adalayer.int8 import StaticInt8, load_static_state, quantized_params, rebuild_static, static_int8
+from ..adalayer.pipeline import analyse
 from ..adalayer.targets import find_targets
 from ..adalayer.uniform import UniformCandidate, same_size
 from ..errors import LayerwiseError
+from ..evidence import with_statistics
 from ..measure import artifact_size, compare_latency, count_macs, measure_energy, peak_memory
 from ..results import Results, Variant, env_info, write_results
-from ..train import evaluate, load_checkpoint, load_weights, train, TrainConfig
+from ..train import evaluate, load_checkpoint, load_weights, predict, train, TrainConfig
 from ..viz.adalayer import architecture_ribbon, layer_fingerprint, params_before_after
 from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
                      fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("dense", "uniform", "torch-int8", "adalayer")
+VARIANTS = ("dense", "uniform", "int8-static", "adalayer")
+#: paired comparisons written to results.json (method variant, rival)
+COMPARISONS = (("adalayer", "dense"), ("adalayer", "uniform"), ("adalayer", "int8-static"))
 
 
 @dataclass
@@ -46,6 +53,7 @@ class CompressOptions:
     uniform_band: float = 0.01  # uniform candidates within this fraction of the largest fitting size compete
     latency_n: int = 200
     latency_batch: int = 32
+    int8_calibration: int = 256  # validation samples that calibrate int8-static's activation ranges
     cache_dir: Path | None = None
 
 
@@ -66,7 +74,7 @@ def _base_model(spec: RunSpec, data, opts: CompressOptions, directory: Path, pro
     base_dir = directory / "base"
     ck = base_dir / "checkpoint.pt"
     config = TrainConfig(epochs=opts.base_epochs, batch_size=opts.base_batch_size, optimizer="adam", lr=3e-3,
-                         schedule="cosine", seed=spec.seed, device=spec.device)
+                         schedule="cosine", seed=spec.seed, device=spec.device, augment=spec.augment)
     if ck.is_file() and int(load_checkpoint(ck)["epoch"]) >= opts.base_epochs:
         load_weights(model, ck)
         return model, f"cached {ck}"
@@ -87,15 +95,31 @@ def _executed_macs(model: nn.Module, macs_per_module: dict[str, int], total: int
     return int(round(total - removed))
 
 
-def _int8_variant(base: nn.Module, data, sparsity: float, cfg: AdaLayerConfig, device: str, progress):
-    model = copy.deepcopy(base)
-    targets, _ = find_targets(model)
-    global_prune(model, targets, sparsity)
-    if cfg.finetune_epochs > 0:
-        train(model, data, finetune_config(cfg, device), progress=progress)
-    finalize(model)
-    model.eval()
-    return model, quantize_int8(model)
+def _int8_static(base: nn.Module, data, x1: torch.Tensor, xb: torch.Tensor, opts: CompressOptions, device: str,
+                 path: Path) -> tuple[StaticInt8, nn.Module | None, dict]:
+    """int8-static of the dense model, saved to ``path`` and rebuilt from that file (the model
+    measured). (outcome, rebuilt model or None, extra); a model that cannot be quantized gives
+    None with the reason in the outcome, never an exception."""
+    if torch.device(device).type != "cpu":
+        path.unlink(missing_ok=True)
+        return StaticInt8(None, reason=f"PyTorch's x86 int8 kernels run on the CPU only; this run measures on "
+                                       f"{device}"), None, {}
+    res = static_int8(base, data.val, x1, samples=opts.int8_calibration)
+    if res.model is None:
+        path.unlink(missing_ok=True)  # no stale file from an earlier run beside these results
+        return res, None, {}
+    artifact_size(res.model, path=path)
+    rebuilt = rebuild_static(base, x1, load_static_state(path))
+    with torch.no_grad():
+        equal = bool(torch.equal(rebuilt(xb.cpu()), res.model(xb.cpu())))
+    return res, rebuilt, {"rebuilt_equals_quantized": equal, "artifact_path": str(path)}
+
+
+def _test_hits(model: nn.Module, data, device: str) -> tuple[float, torch.Tensor]:
+    """(accuracy, per-image hits) on the test split from ONE pass: the accuracy is the hits' mean."""
+    pred = predict(model, data.test, device=device)
+    hits = (pred.predicted == pred.targets).cpu()
+    return int(hits.sum()) / hits.numel(), hits
 
 
 @dataclass
@@ -163,23 +187,32 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
     uni_path = write_packed(directory / "uniform.lwpk", best.packed)
     uni_rebuilt = load_packed(uni_path).model
 
-    # -- torch-int8 at the same overall sparsity --------------------------------------------------
-    int8_float, int8 = _int8_variant(base, data, ada.sparsity, cfg, spec.device, progress)
-    int8_size = artifact_size(int8, path=directory / "torch-int8.pt")
+    # -- int8-static: static post-training int8 of the dense model, x86 engine --------------------
+    int8_path = directory / "int8-static.pt"
+    int8_res, int8, int8_extra = _int8_static(base, data, x1, xb, opts, spec.device, int8_path)
 
     # -- measurements, side by side ---------------------------------------------------------------
-    models = {"dense": base, "uniform": uni_rebuilt, "torch-int8": int8, "adalayer": ada_rebuilt}
-    lat1 = compare_latency({k: (m, x1) for k, m in models.items()}, n=opts.latency_n, warmup=20, threads=threads)
+    models = {"dense": base, "uniform": uni_rebuilt, "int8-static": int8, "adalayer": ada_rebuilt}
+    measured = {k: m for k, m in models.items() if m is not None}
+    lat1 = compare_latency({k: (m, x1) for k, m in measured.items()}, n=opts.latency_n, warmup=20, threads=threads)
     xB = x1.repeat(opts.latency_batch, *([1] * (x1.dim() - 1)))
-    latB = compare_latency({k: (m, xB) for k, m in models.items()}, n=max(10, opts.latency_n // 10), warmup=5,
+    latB = compare_latency({k: (m, xB) for k, m in measured.items()}, n=max(10, opts.latency_n // 10), warmup=5,
                            threads=threads)
     dense_macs = count_macs(base, x1)
-    variants, table = [], [p.to_json() for p in ada.plans]
+    variants, table, hits = [], [p.to_json() for p in ada.plans], {}
     for name, m in models.items():
+        if m is None:  # int8-static could not be built: recorded, never a made-up number
+            why = f"not measured: the model could not be quantized statically: {int8_res.reason}"
+            extra = {"accuracy_split": "test", **int8_res.to_json(), "reason": why}
+            extra.update({k: why for k in ("accuracy", "macs", "macs_executed", "params", "size_bytes",
+                                           "peak_mem_bytes", "latency_ms", "energy_j")})
+            variants.append(Variant(name=name, extra=extra))
+            continue
+
         def forward(m=m):
             with torch.inference_mode():
                 m(x1)
-        acc = evaluate(m, data.test, device=spec.device).accuracy
+        acc, hits[name] = _test_hits(m, data, spec.device)
         energy = measure_energy(forward, n=20, device=spec.device)
         mem = peak_memory(forward, device=spec.device)
         extra: dict = {"accuracy_split": "test", "latency_batched_ms": latB[name].to_json(),
@@ -188,14 +221,18 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
         if name == "dense":
             size = dense_size.bytes
             extra.update(size_source="torch.save(state_dict), fp32", checkpoint=base_source)
-        elif name == "torch-int8":
-            size = int8_size.bytes
-            executed = _executed_macs(int8_float, dense_macs.per_module, dense_macs.total)
-            params = _nonzero_params(int8_float)
-            extra.update(size_source="torch.save(state_dict) of the quantize_dynamic model",
-                         macs="from the float model: counters report 0 after quantize_dynamic",
-                         note="dynamic int8 quantizes Linear/LSTM only: Conv layers stay fp32 and their pruned "
-                              "zeros are stored densely", global_sparsity=ada.sparsity)
+        elif name == "int8-static":
+            size = int8_path.stat().st_size
+            params = quantized_params(m)
+            extra.update(int8_res.to_json(), **int8_extra)
+            extra.update(size_source="torch.save(state_dict) of the converted FX model (int8 weights, per-channel "
+                                     "scales/zero points, activation qparams): the file a user ships and loads into "
+                                     "the converted graph of the same architecture",
+                         macs="from the dense fp32 model: static int8 executes every MAC (in int8 for the "
+                              "quantized layers); counters see no quantized ops",
+                         params_source="nonzero int8 weights + biases of quantized layers + fp32 parameters left",
+                         note="post-training: the dense weights, no pruning and no fine-tune; accuracy, latency and "
+                              "size are those of the model rebuilt from the saved file")
         else:
             size = (ada_path if name == "adalayer" else uni_path).stat().st_size
             extra["size_source"] = "os.path.getsize of the packed file (.lwpk)"
@@ -222,15 +259,19 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
         variants.append(Variant(name=name, accuracy=acc, macs=macs, macs_executed=min(executed, macs),
                                 params=params, size_bytes=int(size), latency_ms=lat1[name].to_json(),
                                 peak_mem_bytes=mem.bytes, energy_j=energy.to_json(), extra=extra))
+    compare = [p for p in COMPARISONS if all(x in hits for x in p)]
     figures = [layer_fingerprint(table, directory / "layer_fingerprint.png").name,
                architecture_ribbon(table, directory / "architecture_ribbon.png", b_min=cfg.b_min,
                                    b_max=cfg.b_max).name,
                params_before_after(table, directory / "params_per_layer.png").name]
     results = Results(method="adalayer", model=spec.model, dataset=data.label,
                       env=env_info(spec.device, threads, spec.seed), variants=variants, figures=figures)
+    results = with_statistics(results, hits, compare=compare)
     path = write_results(directory, results)
     checks = {"rebuilt_equals_fake_quant": equal, "equality_inputs": int(xb.shape[0]), "onnx": onnx.to_json(),
               "latency_ratio_b1": lat1["adalayer"].median_ms / lat1["dense"].median_ms,
+              "latency_ratio_b1_int8": (lat1["int8-static"].median_ms / lat1["dense"].median_ms
+                                        if "int8-static" in lat1 else None),
               "latency_iqr_ms": {k: v.iqr_ms for k, v in lat1.items()}}
     return CompressOutput(directory, path, results, table, checks)
 
@@ -240,7 +281,7 @@ HELP = "AdaLayerNet: per-layer pruning ratio and bit width under a size budget, 
 
 
 def add_arguments(p) -> None:
-    add_common_arguments(p)
+    add_common_arguments(p, training=True)
     p.add_argument("--budget", type=float, default=0.15, help="packed size as a fraction of the dense fp32 file")
     p.add_argument("--structured", action="store_true", help="remove whole channels with Torch-Pruning")
     p.add_argument("--importance", choices=("accuracy", "hessian"), default="accuracy",
@@ -282,14 +323,22 @@ def run_command(args, progress=None) -> CommandReport:
     return CommandReport(format_report(out, cfg, opts))
 
 
+def _ci_text(x) -> str:
+    ci = x.accuracy_ci
+    return f"{100 * ci['low']:.1f}-{100 * ci['high']:.1f}" if ci else "-"
+
+
 def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOptions) -> str:
     res = out.results
     v = {x.name: x for x in res.variants}
     dense = v["dense"]
     rows = []
     for x in res.variants:
+        if x.accuracy is None:  # not measured (int8-static on a model it cannot quantize)
+            rows.append([x.name, "n/a", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"])
+            continue
         lat = x.latency_ms
-        rows.append([x.name, f"{100 * x.accuracy:.2f}", f"{100 * (x.accuracy - dense.accuracy):+.2f}",
+        rows.append([x.name, f"{100 * x.accuracy:.2f}", _ci_text(x), f"{100 * (x.accuracy - dense.accuracy):+.2f}",
                      f"{x.size_bytes:,}", f"{x.size_bytes / dense.size_bytes:.4f}", fmt_count(x.params),
                      fmt_count(x.macs), fmt_count(x.macs_executed),
                      f"{lat['median']:.3f} ± {lat['iqr']:.3f}", f"{lat['median'] / dense.latency_ms['median']:.3f}",
@@ -297,6 +346,7 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
     layer_rows = [[r["name"], fmt_count(r["params"]), fmt_count(r["params_after"]), f"{100 * r['prune_ratio']:.1f}",
                    r["bits"], f"{r['accuracy_contribution']:.3f}", f"{r['importance']:.3f}"] for r in out.table]
     ada = v["adalayer"].extra
+    i8 = v["int8-static"]
     lines = [
         f"AdaLayerNet on {res.model} / {res.dataset}: budget {opts.budget:g} of the dense fp32 file, "
         f"{ada['mode']}, importance={cfg.importance} (probe {100 * cfg.probe_ratio:.0f} % / {cfg.probe_bits} bits, "
@@ -306,9 +356,15 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
         text_table(layer_rows, ["layer", "params", "after", "prune %", "bits", "acc contrib A", "importance I"],
                    left=1),
         "",
-        text_table(rows, ["variant", "acc %", "Δ pt", "size B", "size/dense", "params≠0", "MACs", "MACs exec",
-                          "latency b=1 ms (median ± IQR)", "lat/dense", "energy mJ"], left=1),
-        "(* estimated energy, see results.json energy_j.source; latency interleaved in one run)",
+        text_table(rows, ["variant", "acc %", "95 % CI", "Δ pt", "size B", "size/dense", "params≠0", "MACs",
+                          "MACs exec", "latency b=1 ms (median ± IQR)", "lat/dense", "energy mJ"], left=1),
+        "(test accuracy with its Wilson 95 % interval; * estimated energy, see results.json energy_j.source; "
+        "latency interleaved in one run)",
+        "",
+        "Paired on the same test images (bootstrap 95 % CI, exact McNemar):",
+        *(f"  {c['verdict']}" for c in res.comparisons),
+        *(["  adalayer vs int8-static: not compared (int8-static has no test hits)"]
+          if not any(c["b"] == "int8-static" for c in res.comparisons) else []),
         "",
         f"packed file        {ada['packed_path']}  ({v['adalayer'].size_bytes:,} bytes = "
         f"{v['adalayer'].size_bytes / dense.size_bytes:.4f} of dense; smallest feasible budget "
@@ -318,9 +374,16 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
         f"{out.checks['onnx']['tolerance']:g}): {'ok' if out.checks['onnx']['ok'] else 'MISMATCH'}",
         f"uniform baseline   {v['uniform'].extra['bits']} bits, prune {100 * v['uniform'].extra['prune_ratio']:.1f} % "
         f"in every layer",
-        f"adalayer - uniform {100 * (v['adalayer'].accuracy - v['uniform'].accuracy):+.2f} pt at "
-        f"{v['adalayer'].size_bytes:,} vs {v['uniform'].size_bytes:,} bytes",
     ]
+    if i8.accuracy is None:
+        lines.append(f"int8-static        {i8.extra['reason']}")
+    else:
+        ops = i8.extra["executed"]
+        lines.append(f"int8-static        {i8.extra['flow']} static PTQ, {i8.extra['backend']} engine, calibrated on "
+                     f"{i8.extra['calibration_samples']} val samples; {sum(ops['quantized_modules'].values())} "
+                     f"quantized layers, rebuilt from {i8.extra['artifact_path']} == quantized: "
+                     f"{i8.extra['rebuilt_equals_quantized']}"
+                     + (f"; left fp32: {', '.join(ops['float_layers'])}" if ops["float_layers"] else ""))
     if ada["skipped"]:
         lines.append("left uncompressed: " + "; ".join(f"{s['name']} ({s['kind']})" for s in ada["skipped"]))
     lines.append(f"figures            {', '.join(res.figures)}")
