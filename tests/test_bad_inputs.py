@@ -406,7 +406,24 @@ def _render() -> str:
            "Written by `LAYERWISE_WRITE_DOCS=1 pytest tests/test_bad_inputs.py` from the table in that",
            "file; each row is a test. On the command line every one exits with code 2 and prints the one",
            "line shown (paths of the test's folder are written DIR); through the Python API it raises the",
-           "exception shown. Files a case must not damage are compared byte for byte before and after.", ""]
+           "exception shown. Files a case must not damage are compared byte for byte before and after.", "",
+           "The same promise is tested in more depth elsewhere (each a pytest module):", "",
+           "- `tests/test_robust_cli.py`, `tests/test_runlock.py`: output folders checked before any work, one",
+           "  run per folder (a lock a dead process does not hold), checkpoints never overwritten without",
+           "  `--resume`/`--overwrite`, leftover temporary files removed, OS errors (disk full, read-only,",
+           "  permission) as one line, bugs as exit 1 with `--debug` for the traceback;",
+           "- `tests/test_robust_api.py`: 55 damaged checkpoint fields, resume of another run's checkpoint",
+           "  (model, dataset, seed, optimizer), 27 bad `TrainConfig` values, 16 bad `load_dataset` arguments,",
+           "  class-count mismatches, and hypothesis fuzzing of the checkpoint loader;",
+           "- `tests/test_train.py::test_sigkill_then_resume_is_exact`: SIGKILL between epochs, mid-epoch and at",
+           "  four points of a checkpoint write, then `--resume`: weights equal to an uninterrupted run;",
+           "- `tests/adalayer/test_packed_forged.py`: 40 forged metadata fields under a valid SHA-256, forged",
+           "  payloads, and fuzzing: only `PackedFileError`, nothing allocated from forged sizes;",
+           "- `tests/test_fuzz_loaders.py`: random and mutated bytes into the IDX, CIFAR (binary and pickle)",
+           "  and results.json readers: only the documented error;",
+           "- `tests/data/test_mhealth.py`: NaN and inf in sensor files counted, interpolated locally, long",
+           "  gaps dropped;",
+           "- property tests of the laws the code relies on: `tests/*/test_laws.py`.", ""]
     for group in dict.fromkeys(c.group for c in CASES):
         out += [f"## {group}", "", "| case | input | what the user sees |", "|---|---|---|"]
         for c in CASES:

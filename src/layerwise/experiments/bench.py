@@ -56,7 +56,7 @@ JOBS: tuple[Job, ...] = (
         ("unit", "--model", "tiny-cnn", *FM, "--epochs", "8", "--train-limit", "20000",
          "--val-limit", "2000", "--sweep", "10,20,30,40,50,60,70", "--no-shift", "--threads", "1"),
         ("unit", "--model", "tiny-cnn", *FM, "--quick", "--train-limit", "2000", "--val-limit", "500",
-         "--no-shift", "--threads", "1"),
+         "--sweep", "30", "--no-shift", "--threads", "1"),
         (("unit", "dense"), ("unit", "magnitude"), ("unit", "fatrelu")),
         "UnIT on the UnIT paper's MNIST network against magnitude pruning and FATReLU"),
     Job("compress-resnet20-b0.10", "compress",
@@ -82,7 +82,9 @@ JOBS: tuple[Job, ...] = (
         "LWAC on a ResNet-20 at batch 1"),
     Job("ela-resnet20", "ela",
         ("ela", "--model", "resnet20", *FM, "--epochs", "4", "--train-limit", "4000", "--threads", "2"),
-        ("ela", "--model", "resnet20", *FM, "--quick", "--train-limit", "500", "--threads", "2"),
+        # not --quick: ela's --quick also cuts the test split, which the bench never does
+        ("ela", "--model", "resnet20", *FM, "--epochs", "2", "--windows", "1-1", "--train-limit", "500",
+         "--step-rounds", "1", "--threads", "2"),
         (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
         "ELA against ResNet, MRLA-B and MRLA-L trained with one recipe"),
 )
@@ -224,8 +226,10 @@ def update_readme(readme: Path, summary: dict) -> bool:
 
 def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for every job (default runs/bench)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--quick", action="store_true", help="tiny settings for every job: a smoke run of the pipeline")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds to run every job with (default 0 1 2; with --quick, 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for every job and one seed: a smoke run of the pipeline, not results")
     p.add_argument("--only", nargs="+", help="run only these jobs or methods (e.g. unit ela)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--readme", type=Path, metavar="SUMMARY",
@@ -239,9 +243,10 @@ def run_command(args, progress=None) -> CommandReport:
         return CommandReport(f"README.md results section {'rewritten' if changed else 'already up to date'} "
                              f"from {args.readme}")
     start = time.perf_counter()
-    records = run_jobs(args.out, args.seeds, quick=args.quick, only=args.only, device=args.device,
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    records = run_jobs(args.out, seeds, quick=args.quick, only=args.only, device=args.device,
                        progress=progress)
-    summary = summarize(args.out, args.seeds, only=args.only)
+    summary = summarize(args.out, seeds, only=args.only)
     ran = [r for r in records if not r.get("skipped")]
     lines = [f"bench: {len(ran)} runs now, {len(records) - len(ran)} already done; "
              f"{time.perf_counter() - start:.0f} s", "",

@@ -1,0 +1,96 @@
+"""layerwise bench: jobs per seed, resume, seeds combined with statistics, the README section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from layerwise.cli import main
+from layerwise.experiments import bench
+from layerwise.results import decode_hits, read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_bench(tmp_path, monkeypatch):
+    """One small UnIT job (digits, 60 test images) in place of the Fashion-MNIST jobs."""
+    argv = ("unit", "--model", "tiny-cnn", "--dataset", "digits", "--size", "16", "--quick",
+            "--limit", "60", "--sweep", "20,60", "--no-shift", "--threads", "1")
+    job = bench.Job("unit-tiny", "unit", argv, argv, (("unit", "dense"), ("unit", "magnitude")), "tiny")
+    monkeypatch.setattr(bench, "JOBS", (job,))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_bench_runs_each_seed_once_and_combines_them(tiny_bench, capsys):
+    out = tiny_bench / "bench"
+    assert main(["bench", "--out", str(out), "--seeds", "0", "1"]) == 0
+    first = {s: (out / "unit-tiny" / f"seed{s}" / "bench.json").read_text() for s in (0, 1)}
+    # a second call finds both seeds done and runs nothing again
+    assert main(["bench", "--out", str(out), "--seeds", "0", "1"]) == 0
+    assert "0 runs now, 2 already done" in capsys.readouterr().out
+    assert {s: (out / "unit-tiny" / f"seed{s}" / "bench.json").read_text() for s in (0, 1)} == first
+
+    combined = read_results(out / "unit-tiny")
+    assert combined["schema"] == "layerwise.results/2"
+    seeds = [read_results(out / "unit-tiny" / f"seed{s}") for s in (0, 1)]
+    for v in combined["variants"]:
+        per = [next(x for x in r["variants"] if x["name"] == v["name"])["accuracy"] for r in seeds]
+        assert v["accuracy"] == pytest.approx(sum(per) / 2)
+        assert [s["accuracy"] for s in v["seeds"]] == pytest.approx(per)
+        ci = v["accuracy_ci"]
+        assert ci["n"] == 2 * 60 and ci["low"] <= ci["high"]
+    pairs = {(c["a"], c["b"]) for c in combined["comparisons"]}
+    assert {("unit", "dense"), ("unit", "magnitude")} <= pairs
+    for c in combined["comparisons"]:
+        a = next(v for v in combined["variants"] if v["name"] == c["a"])
+        b = next(v for v in combined["variants"] if v["name"] == c["b"])
+        ha = [h for s in a["seeds"] for h in decode_hits(s["test_hits"])]
+        hb = [h for s in b["seeds"] for h in decode_hits(s["test_hits"])]
+        assert c["only_a"] == sum(x and not y for x, y in zip(ha, hb))
+        assert c["only_b"] == sum(y and not x for x, y in zip(ha, hb))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["jobs"][0]["key"] == "unit-tiny"
+    text = (out / "summary.md").read_text()
+    assert "| unit |" in text and ("no measurable difference" in text or "ahead" in text)
+
+
+def test_readme_section_is_deterministic_and_marked():
+    summary = {"seeds": [0, 1, 2], "machine": {"cpu": "x86_64", "cores": 2}, "jobs": [{
+        "key": "unit-tiny-cnn", "method": "unit", "what": "UnIT", "quick": False,
+        "commands": ["layerwise unit --seed 0"], "seconds": [10.0, 11.0, 12.0],
+        "variants": [{"name": "unit", "accuracy": 0.9, "accuracy_std": 0.01,
+                      "accuracy_ci": {"low": 0.895, "high": 0.905},
+                      "seeds": [{"seed": s, "accuracy": a} for s, a in zip((0, 1, 2), (0.89, 0.90, 0.91))]}],
+        "comparisons": [{"verdict": "unit vs dense: no measurable difference (+0.10 pt, ...)"}]}]}
+    text = bench.readme_section(summary)
+    assert text.startswith(bench.README_BEGIN) and text.endswith(bench.README_END)
+    assert "| unit | 90.00 ± 1.00 | 89.00, 90.00, 91.00 | 89.50-90.50 |" in text
+    assert "no measurable difference" in text
+    assert bench.readme_section(summary) == text
+
+
+def test_readme_results_section_equals_the_stored_summary():
+    # the README's bench section is written by `layerwise bench --readme` from this stored summary
+    stored = ROOT / "docs" / "results" / "bench-summary.json"
+    readme = (ROOT / "README.md").read_text()
+    assert stored.is_file(), "docs/results/bench-summary.json is missing: copy runs/bench/summary.json"
+    section = bench.readme_section(json.loads(stored.read_text()))
+    assert section in readme, ("README's bench section is out of date: run "
+                               "`layerwise bench --readme docs/results/bench-summary.json`")
+
+
+def test_update_readme_replaces_only_the_marked_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{bench.README_BEGIN}\nold\n{bench.README_END}\n\nafter\n")
+    summary = {"seeds": [0], "machine": {"cpu": "x", "cores": 2}, "jobs": []}
+    assert bench.update_readme(readme, summary) is True
+    text = readme.read_text()
+    assert text.startswith("# title\n\n") and text.endswith("\n\nafter\n") and "old" not in text
+    assert bench.update_readme(readme, summary) is False
+    readme.write_text("no markers")
+    with pytest.raises(Exception, match="no bench section"):
+        bench.update_readme(readme, summary)
