@@ -94,3 +94,10 @@ def test_update_readme_replaces_only_the_marked_section(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(Exception, match="no bench section"):
         bench.update_readme(readme, summary)
+
+
+def test_quick_leaves_out_the_jobs_without_quick_settings(tmp_path, monkeypatch):
+    job = bench.Job("deep", "ela", ("ela", "--model", "resnet56", "--dataset", "digits"), None, (), "deep")
+    monkeypatch.setattr(bench, "JOBS", (job,))
+    assert bench.run_jobs(tmp_path, [0], quick=True) == []
+    assert not (tmp_path / "deep").exists()

@@ -44,7 +44,7 @@ class Job:
     key: str
     method: str
     argv: tuple[str, ...]
-    quick_argv: tuple[str, ...]
+    quick_argv: tuple[str, ...] | None        # None: not part of --quick (the deeper models)
     compare: tuple[tuple[str, str], ...]      # (method variant, rival variant)
     what: str = ""
 
@@ -80,6 +80,10 @@ JOBS: tuple[Job, ...] = (
          "--threads", "1"),
         (("lwac", "dense"),),
         "LWAC on a ResNet-20 at batch 1"),
+    Job("lwac-resnet56", "lwac",
+        ("lwac", "--model", "resnet56", *FM, "--epochs", "6", "--train-limit", "6000",
+         "--val-limit", "1000", "--threads", "1", "--n", "200"),
+        None, (("lwac", "dense"),), "LWAC on a ResNet-56 at batch 1"),
     Job("ela-resnet20", "ela",
         ("ela", "--model", "resnet20", *FM, "--epochs", "4", "--train-limit", "4000", "--threads", "2"),
         # not --quick: ela's --quick also cuts the test split, which the bench never does
@@ -87,6 +91,10 @@ JOBS: tuple[Job, ...] = (
          "--step-rounds", "1", "--threads", "2"),
         (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
         "ELA against ResNet, MRLA-B and MRLA-L trained with one recipe"),
+    Job("ela-resnet56", "ela",
+        ("ela", "--model", "resnet56", *FM, "--epochs", "4", "--train-limit", "3000", "--threads", "2"),
+        None, (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
+        "ELA on ResNet-56, where there are 15 removable attention layers"),
 )
 
 
@@ -114,6 +122,9 @@ def run_jobs(out: Path, seeds: list[int], *, quick: bool = False, only: list[str
     records = []
     for job in JOBS:
         if only and job.key not in only and job.method not in only:
+            continue
+        if quick and job.quick_argv is None:
+            log.info("bench: %s is not part of --quick", job.key)
             continue
         for seed in seeds:
             folder = out / job.key / f"seed{seed}"
