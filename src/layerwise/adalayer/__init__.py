@@ -1,6 +1,6 @@
 """AdaLayerNet: per-layer pruning ratio and bit width under a size budget, with a real packed file.
 
-The paper (seeds/adalayernet-layerwise-pruning-quantization.txt) gives six equations:
+The AdaLayerNet paper (layer-wise adaptive pruning and quantization; docs/adalayer.md) gives six equations:
 
 1. I_l = alpha * A_l + beta * F_l                      importance        (:mod:`.importance`, :mod:`.hessian`)
 2. P_l = gamma * (1 - I_l) + delta * R_l                pruning ratio     (:mod:`.allocation`)

@@ -1,7 +1,7 @@
 """ELA: remove redundant layer-attention (MRLA) operations during training.
 
 Li & Huang, "Enhancing Layer Attention Efficiency through Pruning Redundant Retrievals"
-(seeds/ela-efficient-layer-attention.txt). During a few windows of epochs each attention layer's
+(Li and Huang, "Enhancing Layer Attention Efficiency through Pruning Redundant Retrievals"). During a few windows of epochs each attention layer's
 distribution over the earlier layers of its stage is captured (:mod:`.capture`), the KL divergence
 between adjacent layers is computed with eq. (8)'s epsilon padding (:mod:`.kl`) and averaged over
 the window, and at the window's end Algorithm 1 (EBQM, :mod:`.ebqm`) picks the layers to skip;

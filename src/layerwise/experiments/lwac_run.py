@@ -441,19 +441,18 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
     lw = next(v for v in variants if v.name == "lwac")
     drop = 100 * (dense.accuracy - lw.accuracy)
     ratio = lw.latency_ms["median"] / dense.latency_ms["median"]
-    checks.append(f"lwac: accuracy drop {drop:+.2f} pt (1 test sample = {point:.2f} pt) "
-                  f"[{'ok' if drop <= 0.5 + 1e-9 else 'MISSED'} <= 0.5], latency {ratio:.3f}x dense "
-                  f"[{'ok' if ratio <= 0.8 else 'MISSED'} <= 0.80]")
+    checks.append(f"lwac: accuracy drop {drop:+.2f} pt on test (1 test sample = {point:.2f} pt), "
+                  f"latency {ratio:.3f}x dense")
     for ov in (v for v in variants if v.name.startswith("acu-overhead")):
         r = ov.latency_ms["median"] / dense.latency_ms["median"]
         which = "" if ov.name == "acu-overhead (alpha=1)" else f" ({ov.name.split()[1]} policy, not deployed)"
-        checks.append(f"ACU overhead with alpha=1, nothing bypassed{which}: {100 * (r - 1):+.1f} % "
-                      f"[{'ok' if r <= 1.05 else 'MISSED'} <= 5 %]")
+        checks.append(f"ACU overhead with alpha=1, nothing bypassed{which}: {100 * (r - 1):+.1f} %")
     for v in variants:
         if "budget" in v.extra:
             b = v.extra["budget"]
-            checks.append(f"{v.name}: steady-state median {b['steady_state_ratio_vs_dense']:.3f}x dense vs budget "
-                          f"{b['fraction']:g} [{'ok' if b['within_10pct'] else 'MISSED'} within 10 %]")
+            met = b["steady_state_ratio_vs_dense"] <= b["fraction"]
+            checks.append(f"{v.name}: steady-state median {b['steady_state_ratio_vs_dense']:.3f}x dense against "
+                          f"your --latency-budget {b['fraction']:g}: {'met' if met else 'missed'}")
     return rows, checks
 
 

@@ -20,15 +20,18 @@ depend on that choice because active current scales with frequency):
   software 32/16 division, ~150 cycles (our estimate: the paper only says division is "nearly as
   expensive as multiplication" and that bitshift / binary tree are 50-59.8 % faster than it,
   Fig. 8).
-* ``msp430-hwmul``: figures measured with ``mspdebug sim`` on the classic MSP430 core
-  (REFERENCE.md): hardware-multiplier MAC about 8-11 cycles including operand writes (we take 10),
+* ``msp430-hwmul``: figures measured with ``mspdebug sim`` on the classic MSP430 core (an earlier
+  throwaway measurement; ``python bench/msp430_cycles.py`` is the repository's own, see below):
+  hardware-multiplier MAC about 8-11 cycles including operand writes (we take 10),
   add / shift 1. Exact division through the same software routine (the MPY32 has no divider).
 
 The compare-and-skip test (UnIT's ``|z| > t`` and every zero test) never touches the multiplier,
 so both profiles charge it the same: :data:`COMPARE_KEEP_CYCLES` (5) when it lets the MAC run and
 :data:`COMPARE_SKIP_CYCLES` (8) when it skips, measured with ``mspdebug sim`` on the classic MSP430
-core (REFERENCE.md, "What skipping costs on real hardware"). Those two constants are the only
-place these figures live; update them there (with :data:`COMPARE_SOURCE`) when re-measured.
+core in an earlier measurement. ``python bench/msp430_cycles.py`` re-measures the loops here and
+finds about 7.4 cycles for a kept test (over its MAC) and about 9 for a skipped one without its
+loop step (docs/unit.md); these constants are not yet updated to it. They are the only place
+these figures live; update them there (with :data:`COMPARE_SOURCE`).
 
 Active power: MSP430FR5994 datasheet active-mode current, about 118 uA/MHz at 3.0 V (FRAM
 execution, typical; an estimate assumption: it varies with cache hit ratio and supply), i.e.
@@ -94,7 +97,8 @@ class McuProfile:
 COMPARE_KEEP_CYCLES = 5
 COMPARE_SKIP_CYCLES = 8
 COMPARE_SOURCE = ("UnIT compare-and-skip test 5 cycles (keep) / 8 (skip), mspdebug sim on the "
-                  "classic MSP430 core (REFERENCE.md); it does not use the multiplier, so every "
+                  "classic MSP430 core (an earlier measurement; bench/msp430_cycles.py gives about 7.4 / 9); "
+                  "it does not use the multiplier, so every "
                   "profile charges it the same")
 
 _CLOCK = 8e6
@@ -114,7 +118,7 @@ PROFILES: dict[str, McuProfile] = {
         default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 0},
         active_power_w=_POWER,
         source="UnIT paper figures (multiply ~77, add 6 cycles; TI SLAA329); compare test: "
-               "mspdebug sim (REFERENCE.md)",
+               "mspdebug sim (classic MSP430 core)",
         notes="loads 2 cycles each; exact division 150 is an estimate; " + COMPARE_SOURCE),
     "msp430-hwmul": McuProfile(
         name="msp430-hwmul", clock_hz=_CLOCK,
@@ -124,7 +128,7 @@ PROFILES: dict[str, McuProfile] = {
         division_step={"exact": 0, "bitshift": 3, "binary_tree": 3, "bitmask": 0},
         default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 0},
         active_power_w=_POWER,
-        source="mspdebug sim measurements on the classic MSP430 core (REFERENCE.md)",
+        source="mspdebug sim measurements on the classic MSP430 core",
         notes="HW-multiplier MAC 8-11 cycles incl. operand writes (10 used); cmp+jump 3; "
               "add/shift 1; " + COMPARE_SOURCE),
 }
