@@ -47,6 +47,7 @@ from layerwise.models import build_model
 from layerwise.storage import atomic_torch_save, atomic_write_json
 from layerwise.train import TrainConfig, evaluate, load_weights, train
 from layerwise.unit import calibrate, choose_percentile, convert, sweep
+from layerwise.unit.agreement import capture_inputs
 from layerwise.unit.reference import unit_linear
 from layerwise.unit.rowskip import RowPlan, RowSkipLinear, rowskip_linear, to_row_skip
 
@@ -171,16 +172,6 @@ def calibrated(model: nn.Module, data, max_drop: float, quick: bool, convs: bool
     return unit.eval(), choice.percentile
 
 
-def capture(model: nn.Module, layer: nn.Module, xs: list) -> list:
-    got = []
-    h = layer.register_forward_pre_hook(lambda m, a: got.append(a[0].detach().reshape(1, -1)))
-    with torch.no_grad():
-        for x in xs:
-            model(x)
-    h.remove()
-    return got
-
-
 def paired(data, a: nn.Module, b: nn.Module) -> dict:
     """Accuracy of two models on the same test images, with an exact McNemar test."""
     from scipy.stats import binomtest
@@ -197,7 +188,7 @@ def paired(data, a: nn.Module, b: nn.Module) -> dict:
             "only_a": only_a, "only_b": only_b, "mcnemar_p": float(p)}
 
 
-def conv_tap_share(unit: nn.Module, xs: list, tiles=(0, 8, 4)) -> dict:
+def conv_tap_share(unit: nn.Module, xs: list, inputs: list[dict], tiles=(0, 8, 4)) -> dict:
     """What a Conv row-skipping variant could skip at best, by output tile size (0: the whole
     output plane): the share of MACs whose kernel tap ``w`` satisfies ``|w| * max|x| <= T`` over
     every input value the tap meets in the tile (such a tap could be skipped for the whole tile
@@ -206,7 +197,7 @@ def conv_tap_share(unit: nn.Module, xs: list, tiles=(0, 8, 4)) -> dict:
     for name, m in unit.named_modules():
         if not isinstance(m, nn.Conv2d) or not hasattr(m, "unit_threshold"):
             continue
-        got = capture_full(unit, m, xs)
+        got = [d[name] for d in inputs]
         t_o = m.unit_threshold.repeat_interleave(m.out_channels // m.unit_threshold.numel())
         w = m.weight.detach().abs().reshape(m.out_channels, -1)            # [O, C*K*K]
         row = {}
@@ -236,21 +227,12 @@ def conv_tap_share(unit: nn.Module, xs: list, tiles=(0, 8, 4)) -> dict:
     return out
 
 
-def capture_full(model: nn.Module, layer: nn.Module, xs: list) -> list:
-    got = []
-    h = layer.register_forward_pre_hook(lambda m, a: got.append(a[0].detach()))
-    with torch.no_grad():
-        for x in xs:
-            model(x)
-    h.remove()
-    return got
-
-
 def network_case(label: str, model: nn.Module, data, max_drop: float, reps: int, quick: bool,
                  convs: bool = True) -> dict:
     unit, pct = calibrated(model, data, max_drop, quick, convs)
     test_x = [data.test[i][0].unsqueeze(0) for i in range(16 if quick else 64)]
-    conv = conv_tap_share(unit, test_x[:16])
+    inputs = [capture_inputs(unit, x) for x in test_x]     # every UnIT layer's input, per image
+    conv = conv_tap_share(unit, test_x[:16], inputs[:16])
     for name, r in conv.items():
         print(f"  {label} {name}: share of MACs a tap-skipping conv could skip (|w| max|x| <= T over "
               f"the tile): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.items() if not k.startswith("per_mac"))
@@ -259,7 +241,7 @@ def network_case(label: str, model: nn.Module, data, max_drop: float, reps: int,
     per_layer = []
     for name, m in unit.named_modules():
         if isinstance(m, RowSkipLinear):
-            xs = capture(unit, m, test_x)
+            xs = [d[name].reshape(1, -1) for d in inputs]
             r = row_case(f"{label} {name}", m.weight.detach(), m.bias.detach(),
                          float(m.unit_threshold[0]), xs, reps)
             r["rows_skipped_by"] = "calibrated threshold on real test inputs"
