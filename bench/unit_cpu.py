@@ -30,7 +30,6 @@ Trained models are cached under ``--cache`` (default runs/unit_cpu_cache).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -21,12 +21,12 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LayerwiseError
 from ..storage import atomic_write_json, atomic_write_text
-from .common import CommandReport, prepared_out_dir
+from .common import CommandReport, run_step
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,7 @@ def run_jobs(out: Path, seeds: list[int], *, quick: bool = False, only: list[str
             log.info("bench: layerwise %s", " ".join(argv))
             start = time.perf_counter()
             cpu0 = time.process_time()
-            args = parser.parse_args(argv)
-            with prepared_out_dir(args.out, args.command, overwrite=True):
-                report = args.func(args, progress)
-            if report.exit_code != 0:
-                raise LayerwiseError(f"bench job {job.key} seed {seed} stopped with exit code "
-                                     f"{report.exit_code}: {report.text[-300:]}")
+            run_step(parser, argv, f"bench job {job.key} seed {seed}", progress)
             rec = {"job": job.key, "seed": seed, "quick": quick, "argv": ["layerwise", *argv],
                    "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu0,
                    "load_average": list(os.getloadavg())}
@@ -226,7 +221,8 @@ def update_readme(readme: Path, summary: dict) -> bool:
     """Replace the README's bench section with :func:`readme_section`; True when it changed."""
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
-        raise LayerwiseError(f"{readme} has no bench section: add the lines\n{README_BEGIN}\n{README_END}")
+        raise LayerwiseError(f"{readme} has no bench section: add the two marker lines {README_BEGIN!r} and "
+                             f"{README_END!r} where the results should go")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     new = head + readme_section(summary) + tail

@@ -307,3 +307,15 @@ def example_input(data: DatasetSplits, batch: int = 1, device: str = "cpu") -> t
     n = len(data.val)
     xs = [data.val[i % n][0] for i in range(batch)]
     return torch.stack(xs).to(device)
+
+
+def run_step(parser: argparse.ArgumentParser, argv: list[str], what: str, progress=None) -> CommandReport:
+    """Run one command line through ``parser`` (the parser a user types into), its ``--out``
+    checked and held like a command's own (a rerun replaces it); LayerwiseError naming ``what``
+    when it stops with a non-zero exit code. For commands composed of other commands (demo, bench)."""
+    args = parser.parse_args(argv)
+    with prepared_out_dir(args.out, args.command, overwrite=True):
+        report = args.func(args, progress)
+    if report.exit_code != 0:
+        raise LayerwiseError(f"{what} stopped with exit code {report.exit_code}: {report.text[-300:]}")
+    return report

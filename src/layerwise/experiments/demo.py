@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import LayerwiseError
 from ..report import build_report
-from .common import CommandReport, prepared_out_dir
+from .common import CommandReport, run_step
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,8 @@ def run_command(args, progress=None) -> CommandReport:
         full = step_argv(step, argv, args)
         log.info("demo: layerwise %s", " ".join(full))
         start = time.perf_counter()
-        step_args = parser.parse_args(full)
-        # each step's folder is checked and held like a command's own (a rerun replaces it)
-        with prepared_out_dir(step_args.out, step_args.command, overwrite=True):
-            report = step_args.func(step_args, progress)
+        report = run_step(parser, full, f"demo step {step!r}", progress)
         took = time.perf_counter() - start
-        if report.exit_code != 0:
-            raise LayerwiseError(f"demo step {step!r} stopped with exit code {report.exit_code}: {report.text[-300:]}")
         lines += [f"== {step}: layerwise {' '.join(full)}  ({took:.0f} s)", report.text, ""]
         dirs.append(args.out / step)
     page = build_report(dirs, args.out / "report.html")
