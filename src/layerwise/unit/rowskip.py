@@ -430,7 +430,7 @@ class RowSkipLinear(UnITLinear):
         t = self.unit_threshold
         key = (self.weight.data_ptr(), self.weight._version,
                None if self.bias is None else (self.bias.data_ptr(), self.bias._version),
-               id(t), t._version, self.division, repr(sorted(self.division_opts.items())))
+               id(t), t._version, self.division, id(self.division_opts))   # set_division assigns a new dict
         if self._plan is None or key != self._plan_key:
             self._plan = RowPlan.build(self.weight, self.bias, t, division=self.division,
                                        division_opts=self.division_opts)
