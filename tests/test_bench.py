@@ -101,3 +101,26 @@ def test_quick_leaves_out_the_jobs_without_quick_settings(tmp_path, monkeypatch)
     monkeypatch.setattr(bench, "JOBS", (job,))
     assert bench.run_jobs(tmp_path, [0], quick=True) == []
     assert not (tmp_path / "deep").exists()
+
+
+@pytest.mark.slow
+def test_a_shared_base_is_trained_once_per_seed_and_passed_as_checkpoint(tmp_path, monkeypatch):
+    common = ("--model", "tiny-cnn", "--dataset", "digits", "--size", "16")
+    base_job = bench.Job("base-tiny", "train", ("train", *common, "--epochs", "1"), None, (), "base")
+    unit = ("unit", *common, "--checkpoint", bench.base("tiny"), "--quick", "--limit", "40", "--sweep", "30",
+            "--no-shift", "--threads", "1")
+    jobs = (bench.Job("u1", "unit", unit, None, (("unit", "dense"),), "one"),
+            bench.Job("u2", "unit", unit, None, (("unit", "dense"),), "two"))
+    monkeypatch.setattr(bench, "BASES", {"tiny": base_job})
+    monkeypatch.setattr(bench, "JOBS", jobs)
+    records = bench.run_jobs(tmp_path, [3])
+    assert [(r["job"], r.get("skipped", False)) for r in records] == [
+        ("base-tiny", False), ("u1", False), ("u2", False)]
+    ck = tmp_path / "base-tiny" / "seed3" / "checkpoint.pt"
+    assert ck.is_file()
+    for r in records[1:]:
+        assert r["argv"][r["argv"].index("--checkpoint") + 1] == str(ck)
+    summary = bench.summarize(tmp_path, [3])
+    assert [b["key"] for b in summary["bases"]] == ["base-tiny"]
+    assert summary["jobs"][0]["variants"][0]["cost_per_seed"][0] is not None
+    assert "**base-tiny**" in bench.readme_section(summary)

@@ -51,39 +51,63 @@ class Job:
 
 FM = ("--dataset", "fashion-mnist")
 
+
+def base(model: str) -> str:
+    """The argv token a job uses for the checkpoint of the shared base model ``model``."""
+    return "{checkpoint:" + model + "}"
+
+
+# Base models trained once per seed (``layerwise train``, the recipe every method's own base uses:
+# Adam 3e-3, cosine) and shared by the jobs that name them, so that AdaLayerNet and LWAC start from
+# the same network and no job trains it again.
+BASES: dict[str, Job] = {
+    "resnet20": Job("base-resnet20", "train",
+                    ("train", "--model", "resnet20", *FM, "--epochs", "10", "--train-limit", "12000",
+                     "--val-limit", "1000", "--threads", "2"),
+                    ("train", "--model", "resnet20", *FM, "--epochs", "2", "--train-limit", "1000",
+                     "--val-limit", "300", "--threads", "2"),
+                    (), "ResNet-20 trained once per seed, shared by compress and lwac"),
+    "resnet56": Job("base-resnet56", "train",
+                    ("train", "--model", "resnet56", *FM, "--epochs", "8", "--train-limit", "8000",
+                     "--val-limit", "1000", "--threads", "2"),
+                    None, (), "ResNet-56 trained once per seed, shared by lwac"),
+}
+
+# In the order they run: the comparisons each method's claim rests on first, the deeper and the
+# second-budget runs after them, so that a bench cut short has the main results for every seed.
 JOBS: tuple[Job, ...] = (
     Job("unit-tiny-cnn", "unit",
         ("unit", "--model", "tiny-cnn", *FM, "--epochs", "8", "--train-limit", "20000",
-         "--val-limit", "2000", "--sweep", "10,20,30,40,50,60,70", "--no-shift", "--threads", "1"),
+         "--val-limit", "2000", "--sweep", "20,30,40,50,60", "--no-shift", "--threads", "2"),
         ("unit", "--model", "tiny-cnn", *FM, "--quick", "--train-limit", "2000", "--val-limit", "500",
          "--sweep", "30", "--no-shift", "--threads", "1"),
         (("unit", "dense"), ("unit", "magnitude"), ("unit", "fatrelu")),
         "UnIT on the UnIT paper's MNIST network against magnitude pruning and FATReLU"),
     Job("compress-resnet20-b0.10", "compress",
-        ("compress", "--model", "resnet20", *FM, "--budget", "0.10", "--base-epochs", "8",
-         "--train-limit", "8000", "--val-limit", "1000", "--finetune-epochs", "2"),
-        ("compress", "--model", "resnet20", *FM, "--budget", "0.10", "--quick", "--train-limit", "1000",
-         "--val-limit", "300"),
+        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.10",
+         "--train-limit", "12000", "--val-limit", "1000", "--finetune-epochs", "2", "--threads", "2"),
+        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.10",
+         "--quick", "--train-limit", "1000", "--val-limit", "300"),
         (("adalayer", "dense"), ("adalayer", "uniform")),
         "AdaLayerNet at a packed size of 10 % of the dense file against uniform bits"),
-    Job("compress-resnet20-b0.15", "compress",
-        ("compress", "--model", "resnet20", *FM, "--budget", "0.15", "--base-epochs", "8",
-         "--train-limit", "8000", "--val-limit", "1000", "--finetune-epochs", "2"),
-        ("compress", "--model", "resnet20", *FM, "--budget", "0.15", "--quick", "--train-limit", "1000",
-         "--val-limit", "300"),
-        (("adalayer", "dense"), ("adalayer", "uniform")),
-        "AdaLayerNet at 15 % of the dense file against uniform bits"),
     Job("lwac-resnet20", "lwac",
-        ("lwac", "--model", "resnet20", *FM, "--epochs", "8", "--train-limit", "8000",
-         "--val-limit", "1000", "--threads", "1", "--n", "200"),
-        ("lwac", "--model", "resnet20", *FM, "--quick", "--train-limit", "1000", "--val-limit", "300",
-         "--threads", "1"),
+        ("lwac", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--val-limit", "1000",
+         "--threads", "1", "--n", "200"),
+        ("lwac", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--quick",
+         "--val-limit", "300", "--threads", "1"),
         (("lwac", "dense"),),
         "LWAC on a ResNet-20 at batch 1"),
-    Job("lwac-resnet56", "lwac",
-        ("lwac", "--model", "resnet56", *FM, "--epochs", "6", "--train-limit", "6000",
-         "--val-limit", "1000", "--threads", "1", "--n", "200"),
-        None, (("lwac", "dense"),), "LWAC on a ResNet-56 at batch 1"),
+    Job("ela-resnet56", "ela",
+        ("ela", "--model", "resnet56", *FM, "--epochs", "4", "--train-limit", "3000", "--threads", "2"),
+        None, (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
+        "ELA on ResNet-56, where there are 15 removable attention layers"),
+    Job("compress-resnet20-b0.15", "compress",
+        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.15",
+         "--train-limit", "12000", "--val-limit", "1000", "--finetune-epochs", "2", "--threads", "2"),
+        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.15",
+         "--quick", "--train-limit", "1000", "--val-limit", "300"),
+        (("adalayer", "dense"), ("adalayer", "uniform")),
+        "AdaLayerNet at 15 % of the dense file against uniform bits"),
     Job("ela-resnet20", "ela",
         ("ela", "--model", "resnet20", *FM, "--epochs", "4", "--train-limit", "4000", "--threads", "2"),
         # not --quick: ela's --quick also cuts the test split, which the bench never does
@@ -91,16 +115,28 @@ JOBS: tuple[Job, ...] = (
          "--step-rounds", "1", "--threads", "2"),
         (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
         "ELA against ResNet, MRLA-B and MRLA-L trained with one recipe"),
-    Job("ela-resnet56", "ela",
-        ("ela", "--model", "resnet56", *FM, "--epochs", "4", "--train-limit", "3000", "--threads", "2"),
-        None, (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
-        "ELA on ResNet-56, where there are 15 removable attention layers"),
+    Job("lwac-resnet56", "lwac",
+        ("lwac", "--model", "resnet56", *FM, "--checkpoint", base("resnet56"), "--val-limit", "1000",
+         "--threads", "1", "--n", "200"),
+        None, (("lwac", "dense"),), "LWAC on a ResNet-56 at batch 1"),
 )
 
 
-def job_argv(job: Job, seed: int, out: Path, quick: bool, device: str = "cpu") -> list[str]:
-    return [*(job.quick_argv if quick else job.argv), "--seed", str(seed), "--out", str(out),
-            "--device", device]
+def _bases_of(argv: tuple[str, ...]) -> list[str]:
+    return [a[len("{checkpoint:"):-1] for a in argv if a.startswith("{checkpoint:")]
+
+
+def job_argv(job: Job, seed: int, out: Path, quick: bool, device: str = "cpu",
+             root: Path | None = None) -> list[str]:
+    """The command line of ``job`` for ``seed``; a shared base's token becomes the checkpoint that
+    ``layerwise train`` wrote in ``ROOT/base-MODEL/seed<k>/``."""
+    argv = []
+    for a in (job.quick_argv if quick else job.argv):
+        if a.startswith("{checkpoint:"):
+            a = str((root or out.parent.parent) / BASES[a[len("{checkpoint:"):-1]].key / f"seed{seed}"
+                    / "checkpoint.pt")
+        argv.append(a)
+    return [*argv, "--seed", str(seed), "--out", str(out), "--device", device]
 
 
 def _done(folder: Path) -> dict | None:
@@ -113,13 +149,41 @@ def _done(folder: Path) -> dict | None:
         return None
 
 
+def _run_one(parser, job: Job, seed: int, out: Path, quick: bool, device: str, progress,
+             records: list[dict]) -> None:
+    """Run ``job`` for ``seed`` unless it already finished (its shared bases first)."""
+    argv_ = job.quick_argv if quick else job.argv
+    for name in _bases_of(argv_):
+        _run_one(parser, BASES[name], seed, out, quick, device, progress, records)
+    folder = out / job.key / f"seed{seed}"
+    if any(r["job"] == job.key and r["seed"] == seed for r in records):
+        return                                   # a base already seen in this call
+    done = _done(folder)
+    if done is not None and done.get("quick") == quick:
+        log.info("bench: %s seed %d already done (%.0f s), skipped", job.key, seed, done["seconds"])
+        records.append({**done, "skipped": True})
+        return
+    argv = job_argv(job, seed, folder, quick, device, root=out)
+    log.info("bench: layerwise %s", " ".join(argv))
+    load0 = list(os.getloadavg())
+    start = time.perf_counter()
+    cpu0 = time.process_time()
+    run_step(parser, argv, f"bench job {job.key} seed {seed}", progress)
+    rec = {"job": job.key, "seed": seed, "quick": quick, "argv": ["layerwise", *argv],
+           "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu0,
+           "load_average_before": load0, "load_average": list(os.getloadavg())}
+    atomic_write_json(folder / "bench.json", rec)
+    records.append(rec)
+
+
 def run_jobs(out: Path, seeds: list[int], *, quick: bool = False, only: list[str] | None = None,
              device: str = "cpu", progress=None) -> list[dict]:
-    """Run every job for every seed that has not finished yet; returns one record per run."""
+    """Run every job for every seed that has not finished yet (each job's shared base model
+    first); returns one record per run."""
     from ..cli import build_parser   # the same parser a user types into
 
     parser = build_parser()
-    records = []
+    records: list[dict] = []
     for job in JOBS:
         if only and job.key not in only and job.method not in only:
             continue
@@ -127,51 +191,109 @@ def run_jobs(out: Path, seeds: list[int], *, quick: bool = False, only: list[str
             log.info("bench: %s is not part of --quick", job.key)
             continue
         for seed in seeds:
-            folder = out / job.key / f"seed{seed}"
-            done = _done(folder)
-            if done is not None and done.get("quick") == quick:
-                log.info("bench: %s seed %d already done (%.0f s), skipped", job.key, seed, done["seconds"])
-                records.append({**done, "skipped": True})
-                continue
-            argv = job_argv(job, seed, folder, quick, device)
-            log.info("bench: layerwise %s", " ".join(argv))
-            start = time.perf_counter()
-            cpu0 = time.process_time()
-            run_step(parser, argv, f"bench job {job.key} seed {seed}", progress)
-            rec = {"job": job.key, "seed": seed, "quick": quick, "argv": ["layerwise", *argv],
-                   "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu0,
-                   "load_average": list(os.getloadavg())}
-            atomic_write_json(folder / "bench.json", rec)
-            records.append(rec)
+            _run_one(parser, job, seed, out, quick, device, progress, records)
     return records
 
 
+def _commit() -> str | None:
+    """The git commit of the code that ran (None outside a git checkout)."""
+    import subprocess
+    try:
+        root = Path(__file__).resolve().parents[3]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# The cost each method trades accuracy for, read from one seed's results: (label, function of the
+# variant and the variants of the same run by name). Ratios are within one run (interleaved timing).
+def _ratio(num, den):
+    return None if num is None or not den else num / den
+
+
+def _lat(v: dict):
+    return (v.get("latency_ms") or {}).get("median")
+
+
+COSTS = {
+    "unit": ("executed MACs / all MACs (common zero-skip basis)",
+             lambda v, by: _ratio(v.get("macs_executed"), v.get("macs"))),
+    "compress": ("packed size / dense fp32 file",
+                 lambda v, by: _ratio(v.get("size_bytes"), by.get("dense", {}).get("size_bytes"))),
+    "lwac": ("batch-1 latency / dense (median, interleaved)",
+             lambda v, by: _ratio(_lat(v), _lat(by.get("dense", {})))),
+    "ela": ("training epoch time / MRLA-B (median)",
+            lambda v, by: _ratio((v.get("extra") or {}).get("epoch_time_s"),
+                                 (by.get("mrla-b", {}).get("extra") or {}).get("epoch_time_s"))),
+}
+
+
+def _costs(method: str, per_seed: list[dict]) -> dict[str, list]:
+    """Per variant name, its cost (see ``COSTS``) in each seed's run."""
+    if method not in COSTS:
+        return {}
+    fn = COSTS[method][1]
+    out: dict[str, list] = {}
+    for r in per_seed:
+        by = {v["name"]: v for v in r["variants"]}
+        for name, v in by.items():
+            out.setdefault(name, []).append(fn(v, by))
+    return out
+
+
+def _base_records(out: Path, seeds: list[int]) -> list[dict]:
+    from ..results import read_results
+    bases = []
+    for job in BASES.values():
+        rows = []
+        for s in seeds:
+            folder = out / job.key / f"seed{s}"
+            mark = _done(folder)
+            if mark is None:
+                continue
+            v = read_results(folder)["variants"][0]
+            rows.append({"seed": s, "accuracy": v.get("accuracy"), "seconds": mark["seconds"],
+                         "command": " ".join(mark["argv"])})
+        if rows:
+            bases.append({"key": job.key, "what": job.what, "runs": rows})
+    return bases
+
+
 def summarize(out: Path, seeds: list[int], *, only: list[str] | None = None) -> dict:
-    """Combine each job's seeds (schema /2) and write ``summary.json`` and ``summary.md``."""
+    """Combine each job's finished seeds (schema /2) and write ``summary.json`` and ``summary.md``.
+
+    A job with only some seeds finished is summarised over those (its ``seeds`` says which)."""
     from ..results import combine_seeds, read_results, write_results
 
     jobs = []
     for job in JOBS:
         if only and job.key not in only and job.method not in only:
             continue
-        folders = [out / job.key / f"seed{s}" for s in seeds]
-        if not all(_done(f) for f in folders):
+        done_seeds = [s for s in seeds if _done(out / job.key / f"seed{s}")]
+        if not done_seeds:
             continue
+        folders = [out / job.key / f"seed{s}" for s in done_seeds]
         per_seed = [read_results(f) for f in folders]
         combined = combine_seeds(per_seed, compare=list(job.compare))
         write_results(out / job.key, combined)
         marks = [_done(f) for f in folders]
         doc = combined.to_dict()
+        costs = _costs(job.method, per_seed)
         variants = [{k: v.get(k) for k in ("name", "accuracy", "accuracy_std", "accuracy_ci", "macs",
                                            "macs_executed", "size_bytes", "latency_ms")}
-                    | {"seeds": [{"seed": s["seed"], "accuracy": s["accuracy"]} for s in v.get("seeds") or []]}
+                    | {"seeds": [{"seed": s["seed"], "accuracy": s["accuracy"]} for s in v.get("seeds") or []],
+                       "cost_per_seed": costs.get(v["name"])}
                     for v in doc["variants"]]
-        jobs.append({"key": job.key, "method": job.method, "what": job.what,
+        jobs.append({"key": job.key, "method": job.method, "what": job.what, "seeds": done_seeds,
+                     "cost_label": COSTS[job.method][0] if job.method in COSTS else None,
                      "commands": [" ".join(m["argv"]) for m in marks],
                      "seconds": [m["seconds"] for m in marks], "quick": marks[0]["quick"],
+                     "load_average": [m.get("load_average") for m in marks],
                      "variants": variants, "comparisons": list(doc.get("comparisons") or []),
                      "dataset": doc["dataset"], "model": doc["model"]})
     summary = {"schema": "layerwise.bench/1", "seeds": list(seeds), "jobs": jobs,
+               "bases": _base_records(out, seeds), "commit": _commit(),
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", readme_section(summary) + "\n")
@@ -182,24 +304,44 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _cost_cells(v: dict) -> str:
+    vals = [c for c in (v.get("cost_per_seed") or []) if c is not None]
+    if not vals:
+        return "-"
+    mean = sum(vals) / len(vals)
+    return f"{mean:.3f}" + (f" ({', '.join(f'{c:.3f}' for c in vals)})" if len(vals) > 1 else "")
+
+
 def readme_section(summary: dict) -> str:
     """The README's results section for ``summary`` (deterministic: the same summary, the same text)."""
     seeds = summary["seeds"]
+    commit = f", code at commit {summary['commit']}" if summary.get("commit") else ""
     lines = [README_BEGIN, "",
              f"Fashion-MNIST, full 10,000-image test split, seeds {', '.join(map(str, seeds))}; "
-             f"{summary['machine']['cores']} cores ({summary['machine']['cpu']}). Accuracy: mean ± std over "
-             "seeds, then the 95 % Wilson interval on the pooled test predictions. Differences: paired "
-             "on the same images (bootstrap 95 % CI, exact McNemar).", ""]
+             f"{summary['machine']['cores']} cores ({summary['machine']['cpu']}){commit}. Accuracy: mean ± std "
+             "over seeds, then the 95 % Wilson interval on the pooled test predictions. Differences: paired "
+             "on the same images (bootstrap 95 % CI, exact McNemar). Cost: the mean over seeds, each seed's "
+             "value in brackets.", ""]
     if not summary["jobs"]:
         lines += ["No finished bench job yet: run `layerwise bench`.", "", README_END]
         return "\n".join(lines)
+    for b in summary.get("bases") or []:
+        runs = b["runs"]
+        lines += [f"**{b['key']}**: {b['what']}: `{runs[0]['command']}`; test accuracy "
+                  + ", ".join(f"{_pct(r['accuracy'])} % (seed {r['seed']}, {r['seconds']:.0f} s)" for r in runs)
+                  + ".", ""]
     for job in summary["jobs"]:
         quick = " (--quick: a smoke run, not a result)" if job["quick"] else ""
-        lines += [f"**{job['key']}**{quick}: {job['what']}.", "",
+        job_seeds = job.get("seeds") or seeds
+        partial = (f" Only seeds {', '.join(map(str, job_seeds))} finished."
+                   if list(job_seeds) != list(seeds) else "")
+        cost = job.get("cost_label")
+        lines += [f"**{job['key']}**{quick}: {job['what']}.{partial}", "",
                   f"`{job['commands'][0]}` (one run per seed: "
                   + ", ".join(f"{s:.0f} s" for s in job["seconds"]) + ")", "",
-                  "| variant | accuracy % (mean ± std) | per seed | 95 % CI (pooled) |",
-                  "|---|---|---|---|"]
+                  "| variant | accuracy % (mean ± std) | per seed | 95 % CI (pooled) |"
+                  + (f" {cost} |" if cost else ""),
+                  "|---|---|---|---|" + ("---|" if cost else "")]
         for v in job["variants"]:
             ci = v.get("accuracy_ci") or {}
             per = ", ".join(_pct(s["accuracy"]) for s in v.get("seeds") or [])
@@ -207,7 +349,8 @@ def readme_section(summary: dict) -> str:
             lines.append(f"| {v['name']} | {_pct(v['accuracy'])}"
                          + (f" ± {_pct(std)}" if std is not None else "")
                          + f" | {per} | "
-                         + (f"{_pct(ci['low'])}-{_pct(ci['high'])}" if ci else "-") + " |")
+                         + (f"{_pct(ci['low'])}-{_pct(ci['high'])}" if ci else "-") + " |"
+                         + (f" {_cost_cells(v)} |" if cost else ""))
         if job["comparisons"]:
             lines.append("")
             for c in job["comparisons"]:
