@@ -80,3 +80,28 @@ def test_list_shows_models_and_datasets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "resnet20" in out and "cifar10:DIR" in out
+
+
+def test_top_level_help_lists_every_command_without_importing_torch():
+    # `layerwise --help` reads each command's NAME and HELP from its source: importing the
+    # commands would pull in torch (seconds); the help must answer at once
+    import subprocess
+    import sys
+    code = ("import sys, contextlib, io; from layerwise import cli; buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf): rc = cli.main(['--help'])\n"
+            "print(rc, 'torch' in sys.modules); print(buf.getvalue())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    first, text = out.split("\n", 1)
+    assert first == "0 False"
+    from layerwise.cli import COMMAND_MODULES, _name_and_help
+    for module in COMMAND_MODULES:
+        name, help_ = _name_and_help(module)
+        assert name in text and help_.split()[0] in text
+
+
+def test_command_help_shows_defaults(capsys):
+    from layerwise.cli import main
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS (default: 10)" in text
+    assert "--seed SEED (default: 0)" in text

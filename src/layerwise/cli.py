@@ -17,9 +17,11 @@ Before a command runs, its output folder (``--out``) is checked, locked and prep
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import errno
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -51,8 +53,41 @@ def _progress():
     return partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
 
 
-def _command_modules():
-    return [importlib.import_module(f"layerwise.experiments.{name}") for name in COMMAND_MODULES]
+def _command_modules(only: str | None = None):
+    """The command modules (every one, or the one whose NAME is ``only``)."""
+    names = COMMAND_MODULES if only is None else [m for m in COMMAND_MODULES if _name_and_help(m)[0] == only]
+    return [importlib.import_module(f"layerwise.experiments.{name}") for name in names]
+
+
+def _name_and_help(module: str) -> tuple[str, str]:
+    """A command module's ``NAME`` and ``HELP`` read from its source without importing it: importing
+    a command pulls in torch (seconds), and ``layerwise --help`` needs only these two strings."""
+    spec = importlib.util.find_spec(f"layerwise.experiments.{module}")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("NAME", "HELP"):
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+    return found["NAME"], found["HELP"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default in ``--help`` unless its help already speaks of one."""
+
+    def _format_action(self, action):
+        if action.help == "" and self._get_help_string(action):
+            action = argparse.Action(action.option_strings, action.dest, nargs=action.nargs, default=action.default,
+                                     metavar=action.metavar, help=self._get_help_string(action))
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" not in text and action.default is not None and action.default is not False
+                and action.default != argparse.SUPPRESS
+                and action.option_strings and action.nargs != 0):
+            text += " (default: %(default)s)"
+        return text
 
 
 def _cmd_list(args, progress=None):
@@ -66,17 +101,29 @@ def _has_option(p: argparse.ArgumentParser, option: str) -> bool:
     return option in p._option_string_actions  # noqa: SLF001  (argparse keeps no public map)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .experiments.common import FRESH_RUN_CHECKPOINTS
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser (every command's options), or with ``command`` the parser that knows only
+    that command's options and lists the others by name and help (what ``main`` needs: fast)."""
     parser = _Parser(prog="layerwise", description="Fit deep networks on constrained devices, layer by layer: UnIT, LWAC, AdaLayerNet, ELA.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--debug", action="store_true",
                         help="on an error, print the full traceback too (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in _command_modules():
-        p = sub.add_parser(module.NAME, help=module.HELP)
+    lazy = command is not None
+    loaded = {m.NAME: m for m in _command_modules(command if lazy else None)}
+    if loaded:
+        from .experiments.common import FRESH_RUN_CHECKPOINTS   # imports torch: only when a command runs
+    for name in COMMAND_MODULES:
+        cmd, help_ = _name_and_help(name) if lazy else (None, None)
+        if lazy and cmd not in loaded:
+            sub.add_parser(cmd, help=help_, formatter_class=_HelpFormatter)   # listed, not loaded
+            continue
+        module = loaded[cmd] if lazy else importlib.import_module(f"layerwise.experiments.{name}")
+        p = sub.add_parser(module.NAME, help=module.HELP, formatter_class=_HelpFormatter)
         module.add_arguments(p)
+        for action in p._actions:  # noqa: SLF001 - argparse formats no help at all for help=None
+            if action.help is None and action.option_strings:
+                action.help = ""
         if module.NAME in FRESH_RUN_CHECKPOINTS and not _has_option(p, "--overwrite"):
             p.add_argument("--overwrite", action="store_true",
                            help="start afresh even if OUT holds another run's checkpoints, replacing them "
@@ -202,18 +249,24 @@ def _fail(exc: BaseException, debug: bool) -> int:
     return EXIT_BUG
 
 
+def _command_in(argv: list[str]) -> str:
+    """The command named in ``argv`` ("" when there is none: then only names and help are needed)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        parser = build_parser(_command_in(argv))
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
             return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
         debug = bool(getattr(args, "debug", False))
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                            stream=sys.stderr)
         report = _run(args)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the boundary: every failure is one line
         return _fail(exc, debug)
