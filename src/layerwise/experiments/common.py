@@ -66,7 +66,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True, trai
     """The flags every command takes (DESIGN.md, "Command line"); ``training`` adds the flags of
     commands that train a model."""
     if model:
-        p.add_argument("--model", required=True, help="model registry name (see `layerwise list`)")
+        p.add_argument("--model", required=True,
+                       help="model registry name (see `layerwise list`), or your own: path/to/file.py:factory "
+                            "or package.module:factory")
         p.add_argument("--checkpoint", type=Path, help="start from trained weights instead of training / random init")
     p.add_argument("--dataset", required=True,
                    help="dataset registry name, e.g. digits, basic-motions, mnist1d, aeon:NAME, cifar10:DIR")
@@ -236,7 +238,8 @@ def check_limits(args: argparse.Namespace) -> None:
 
 def default_out(command: str, model: str, dataset: str) -> Path:
     """``runs/COMMAND-MODEL-DATASET``: where a command writes without ``--out``."""
-    return Path("runs") / f"{command}-{model}-{dataset.split(':')[0]}"
+    from ..models.user import slug
+    return Path("runs") / f"{command}-{slug(model)}-{dataset.split(':')[0]}"
 
 
 # Checkpoints a fresh run of a command would overwrite, as globs under its folder. A command listed

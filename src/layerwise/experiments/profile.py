@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..layers import LayerInfo, list_layers
 from ..measure import per_layer_latency, profile_model
+from ..measure.activation import activation_memory
 from ..results import Results, Variant, env_info, write_results
 from ..train import evaluate
 from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
@@ -43,6 +44,10 @@ def run_profile(spec: RunSpec, *, granularity: str = "leaf", n: int = 100, warmu
         for l in layers
     ]
     extra["dataset_info"] = data.info
+    extra["activation_memory"] = activation_memory(model, x).to_json()
+    extra["memory_note"] = ("peak_mem_bytes is the whole process's resident memory (framework included); "
+                            "activation_memory.peak_bytes is the bytes of activations alive at once at batch 1, "
+                            "what a microcontroller's SRAM must hold")
     if spec.checkpoint is not None:
         accuracy = evaluate(model, data.test, device=spec.device).accuracy
         extra["accuracy_split"] = "test"
@@ -89,7 +94,10 @@ def run_command(args, progress=None) -> CommandReport:
         lines.append(f"latency b={batched['batch']}  median {batched['median']:.3f} ms, "
                      f"IQR {batched['iqr']:.3f} ms, n={batched['n']}")
     lines += [
-        f"peak memory   {v.peak_mem_bytes / 2**20:.1f} MiB ({v.extra.get('memory_source', 'process')}, process-level)",
+        f"peak activations {v.extra['activation_memory']['peak_bytes']:,} bytes at batch 1, at "
+        f"{v.extra['activation_memory']['peak_at']} ({v.extra['activation_memory']['source']})",
+        f"process memory   {v.peak_mem_bytes / 2**20:.1f} MiB peak resident ({v.extra.get('memory_source', 'process')}; "
+        "framework included)",
         f"energy        {en['value']:.3g} J per inference "
         f"({'estimated, ' if en['estimated'] else ''}{en['source']})",
     ]

@@ -46,10 +46,19 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
-    """Build the model ``name`` for samples of ``input_shape`` and ``num_classes`` outputs."""
-    factory = _MODELS.get(name)
+    """Build the model ``name`` for samples of ``input_shape`` and ``num_classes`` outputs.
+
+    ``name`` is a registry name, or a user's own factory as ``path/to/file.py:factory`` or
+    ``package.module:factory`` (see :mod:`layerwise.models.user`)."""
     if int(num_classes) < 1:
         raise ModelConfigError(f"{name} needs num_classes >= 1, not {num_classes}")
+    from .user import build_user_model, is_user_model
+    if is_user_model(name):
+        if kwargs:
+            raise ModelConfigError(f"{name} is your own factory: layerwise passes it only input_shape and "
+                                   f"num_classes, not {sorted(kwargs)}")
+        return build_user_model(name, input_shape, num_classes)
+    factory = _MODELS.get(name)
     _check_kwargs(name, factory, kwargs)
     return factory(tuple(int(s) for s in input_shape), int(num_classes), **kwargs)
 
