@@ -1,6 +1,6 @@
 """The results schema ``layerwise.results/2`` and its writer.
 
-Every method command writes ``DIR/results.json`` in this shape (see DESIGN.md). The writer
+Every method command writes ``DIR/results.json`` in this shape (the dataclasses below define it). The writer
 validates before it writes, and writes atomically, so a results file on disk is always complete
 and valid. A value that could not be measured is ``None`` with the reason in ``extra``.
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSpec:
-    """The options every command shares (DESIGN.md: --model, --dataset, --device, --seed, --threads)."""
+    """The options every command shares (--model, --dataset, --device, --seed, --threads)."""
 
     model: str
     dataset: str
@@ -63,7 +63,7 @@ class CommandReport:
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True, training: bool = False) -> None:
-    """The flags every command takes (DESIGN.md, "Command line"); ``training`` adds the flags of
+    """The flags every command takes; ``training`` adds the flags of
     commands that train a model."""
     if model:
         p.add_argument("--model", required=True,

@@ -1,4 +1,4 @@
-"""Wall-clock latency, measured the way DESIGN.md asks: an explicit thread count (restored
+"""Wall-clock latency, measured the way every command reports it: an explicit thread count (restored
 afterwards), warm-up on the measured input shape, ``time.perf_counter`` around each call under
 ``torch.inference_mode()``, and the median and inter-quartile range over ``n`` calls.
 

@@ -1,6 +1,6 @@
 """Peak memory of one call.
 
-CPU (process level, as DESIGN.md asks; ``tracemalloc`` does not see torch's allocations and
+CPU (process level; ``tracemalloc`` does not see torch's allocations and
 ``ru_maxrss`` cannot be reset):
 
 1. Linux: write ``5`` to ``/proc/self/clear_refs``, which resets the process's resident-set

@@ -1,6 +1,6 @@
 """CIFAR ResNets: bottleneck 9n+2 (ResNet-20/56/110 of MRLA/ELA) and He et al.'s basic 6n+2.
 
-Bottleneck (REFERENCE.md "ELA and MRLA"): 16-channel 3x3 stem, three stages of planes 16/32/64
+Bottleneck (as in the MRLA/DLA CIFAR reference code): 16-channel 3x3 stem, three stages of planes 16/32/64
 with expansion 4 (block outputs 64/128/256), strides 1/2/2, a 1x1 conv + BN projection on each
 stage's first block, global average pool (AvgPool(8) at 32x32; adaptive here so any size works),
 FC 256 -> classes. At 10 classes and 3x32x32: 0.22M / 0.59M / 1.15M parameters.

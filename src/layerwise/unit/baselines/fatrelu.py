@@ -9,7 +9,7 @@ Only ``nn.ReLU`` MODULES can be swapped: a ``torch.relu`` / ``F.relu`` call insi
 module" and FATReLU cannot act on them). ``nn.ReLU6``, GELU and friends are left alone too
 (FATReLU is defined for ReLU); :func:`replace_relus` lists what it swapped.
 
-Calibration (REFERENCE.md; Kurtz et al.'s procedure as the authors' release applies it):
+Calibration (Kurtz et al.'s procedure, as the UnIT authors' released code applies it):
 
 * one layer at a time, keeping the thresholds already chosen for the others;
 * order: from the LAST FATReLU to the first (the authors' greedy order; ``order="first"`` reverses

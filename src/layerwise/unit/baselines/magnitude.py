@@ -1,6 +1,6 @@
 """Train-time global unstructured L1 magnitude pruning, iterative with fine-tune (UnIT's "TTP").
 
-The schedule (REFERENCE.md, the authors' baseline): remove the smallest-|w| weights across ALL
+The schedule (the UnIT authors' released baseline): remove the smallest-|w| weights across ALL
 prunable layers together (one global threshold), ``step`` (5 %) more of them at each step, and
 fine-tune after each step with the masks held fixed; stop at the first step whose accuracy falls
 more than ``max_drop`` (0.5 pt) below the dense model. Choices (docs/unit.md):
