@@ -441,3 +441,16 @@ def test_ddp_two_cpu_processes(splits, tmp_path):
     train(single, splits, TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.05, schedule="none", seed=1))
     for k, v in single.state_dict().items():
         assert torch.allclose(v, r0["plain"][k], atol=1e-5), k
+
+
+def test_residual_training_options_reach_the_model_or_name_the_model_that_lacks_them(tmp_path, capsys):
+    from layerwise.cli import main
+    from layerwise.experiments.train_run import _model_kwargs
+    import argparse
+    args = argparse.Namespace(drop_path=0.2, drop_path_schedule="constant", zero_init_residual=True)
+    assert _model_kwargs(args) == {"drop_path": 0.2, "drop_path_schedule": "constant", "zero_init_residual": True}
+    assert _model_kwargs(argparse.Namespace(drop_path=0.0, drop_path_schedule=None, zero_init_residual=False)) is None
+    rc = main(["train", "--model", "tiny-cnn", "--dataset", "digits", "--epochs", "1", "--zero-init-residual",
+               "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "does not take option 'zero_init_residual'" in err[0]

@@ -89,6 +89,12 @@ def add_arguments(p) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
     p.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate for residual models")
+    p.add_argument("--drop-path-schedule", choices=("linear", "constant"), default=None,
+                   help="stochastic depth per block: rising linearly with depth, or the same rate everywhere "
+                        "(default: the model's own)")
+    p.add_argument("--zero-init-residual", action="store_true",
+                   help="start each residual branch's last BatchNorm at zero (blocks begin as identities; "
+                        "what LWAC's bypass-robust base models use)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--resume-any", action="store_true",
                    help="with --resume: continue from OUT/checkpoint.pt even if another run wrote it (other "
@@ -98,6 +104,18 @@ def add_arguments(p) -> None:
                         "(without it such a run refuses to start)")
 
 
+def _model_kwargs(args) -> dict | None:
+    """The residual-model options the user set (a model that lacks one says so by name)."""
+    kwargs = {}
+    if args.drop_path:
+        kwargs["drop_path"] = args.drop_path
+    if args.drop_path_schedule is not None:
+        kwargs["drop_path_schedule"] = args.drop_path_schedule
+    if args.zero_init_residual:
+        kwargs["zero_init_residual"] = True
+    return kwargs or None
+
+
 def run_command(args, progress=None) -> CommandReport:
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 3e-3)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
@@ -105,7 +123,7 @@ def run_command(args, progress=None) -> CommandReport:
                          device=args.device, augment=args.augment)
     out = run_train(spec_from_args(args), config, resume=args.resume or args.resume_any, overwrite=args.overwrite,
                     progress=progress, allow_foreign_checkpoint=args.resume_any,
-                    model_kwargs={"drop_path": args.drop_path} if args.drop_path else None)
+                    model_kwargs=_model_kwargs(args))
     lines = [f"epoch {r.epoch + 1:3d}  loss {r.train_loss:.4f}  train acc {r.train_acc:.4f}  "
              f"val acc {r.val_acc:.4f}  {r.time_s:.1f}s" for r in out.train_result.history]
     if out.train_result.interrupted:
