@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import LayerwiseError
 from ..storage import atomic_write_json, atomic_write_text
 from .common import CommandReport, run_step
+from .recipes import ROBUST_RESIDUAL, checkpoint_token, token_base
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,13 @@ FM = ("--dataset", "fashion-mnist")
 
 def base(model: str) -> str:
     """The argv token a job uses for the checkpoint of the shared base model ``model``."""
-    return "{checkpoint:" + model + "}"
+    return checkpoint_token(model)
 
 
 # Base models trained once per seed and shared by the jobs that name them, so that AdaLayerNet and
-# LWAC start from the same network and no job trains it again. The recipe is LWAC's bypass-robust
-# one (Adam 3e-3, cosine; stochastic depth 0.2 on every block; each residual branch's last BN
-# starting at zero): a plainly trained ResNet loses 15-50 points when a block is bypassed.
-ROBUST = ("--drop-path", "0.2", "--drop-path-schedule", "constant", "--zero-init-residual")
+# LWAC start from the same network and no job trains it again; LWAC's bypass-robust recipe
+# (recipes.ROBUST_RESIDUAL).
+ROBUST = ROBUST_RESIDUAL
 BASES: dict[str, Job] = {
     "resnet20": Job("base-resnet20", "train",
                     ("train", "--model", "resnet20", *FM, *ROBUST, "--epochs", "10", "--train-limit", "12000",
@@ -125,7 +125,7 @@ JOBS: tuple[Job, ...] = (
 
 
 def _bases_of(argv: tuple[str, ...]) -> list[str]:
-    return [a[len("{checkpoint:"):-1] for a in argv if a.startswith("{checkpoint:")]
+    return [b for b in map(token_base, argv) if b is not None]
 
 
 def job_argv(job: Job, seed: int, out: Path, quick: bool, device: str = "cpu",
@@ -134,9 +134,8 @@ def job_argv(job: Job, seed: int, out: Path, quick: bool, device: str = "cpu",
     ``layerwise train`` wrote in ``ROOT/base-MODEL/seed<k>/``."""
     argv = []
     for a in (job.quick_argv if quick else job.argv):
-        if a.startswith("{checkpoint:"):
-            a = str((root or out.parent.parent) / BASES[a[len("{checkpoint:"):-1]].key / f"seed{seed}"
-                    / "checkpoint.pt")
+        if token_base(a) is not None:
+            a = str((root or out.parent.parent) / BASES[token_base(a)].key / f"seed{seed}" / "checkpoint.pt")
         argv.append(a)
     return [*argv, "--seed", str(seed), "--out", str(out), "--device", device]
 

@@ -1,50 +1,65 @@
 """``layerwise demo``: the main job, on embedded data, offline.
 
-Runs each method's command on the digits set (and the profile of its base model) one after the
-other, each into its own results directory under ``--out``, then builds one HTML report over all of
-them. Every figure in it comes from those runs. ``--quick`` passes each command its own ``--quick``
-(tiny settings: a smoke run that checks the whole pipeline, not results to quote).
+Trains one ResNet-20 on the digits set (LWAC's bypass-robust recipe, at 16x16, so that it is an
+ordinary model for every method and bypassable for LWAC), then runs each method's command on
+digits (the profile of that model; UnIT on the UnIT paper's small CNN; AdaLayerNet and LWAC on the
+shared ResNet-20; ELA training its four variants) each into its own results directory under
+``--out``, and builds one HTML report over all of them. Every figure in it comes from those runs.
+
+A finished step leaves ``demo.json`` (its command line and time) beside its results; a second
+``layerwise demo`` with the same settings reuses it instead of running it again (``--fresh`` runs
+everything anew). ``--quick`` passes each command its own ``--quick`` (tiny settings: a smoke run
+that checks the whole pipeline, not results to quote).
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import time
 from pathlib import Path
 
 from ..errors import LayerwiseError
 from ..report import build_report
+from ..storage import atomic_write_json
 from .common import CommandReport, run_step
+from .recipes import ROBUST_RESIDUAL, checkpoint_token, token_base
 
 log = logging.getLogger(__name__)
 
 NAME = "demo"
 HELP = "the main job on embedded data: every method on digits, then one HTML report"
 
-CIFAR_SHAPED = ["--dataset", "digits", "--size", "32", "--channels", "3"]
+DIGITS16 = ["--dataset", "digits", "--size", "16"]
+BASE = checkpoint_token("resnet20")
 
-# (results sub-directory, command line); --out, --seed, --threads and --quick are added per run.
+# (results sub-directory, command line); --out, --seed, --threads and --quick are added per run;
+# the token BASE becomes the checkpoint the "base" step wrote.
 STEPS: list[tuple[str, list[str]]] = [
-    ("profile", ["profile", "--model", "resnet20", *CIFAR_SHAPED, "--n", "50"]),
-    ("unit", ["unit", "--model", "tiny-cnn", "--dataset", "digits"]),
-    ("compress", ["compress", "--model", "resnet20", *CIFAR_SHAPED, "--budget", "0.15"]),
-    ("lwac", ["lwac", "--model", "resnet20", *CIFAR_SHAPED]),
-    ("ela", ["ela", "--model", "resnet20", *CIFAR_SHAPED]),
+    ("base", ["train", "--model", "resnet20", *DIGITS16, *ROBUST_RESIDUAL, "--epochs", "15"]),
+    ("profile", ["profile", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--n", "50"]),
+    ("unit", ["unit", "--model", "tiny-cnn", "--dataset", "digits", "--no-shift"]),
+    ("compress", ["compress", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--budget", "0.15"]),
+    ("lwac", ["lwac", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE]),
+    ("ela", ["ela", "--model", "resnet20", *DIGITS16, "--epochs", "6"]),
 ]
-QUICK_FLAG = {"profile": ["--n", "5", "--warmup", "1", "--batched", "4"]}
+QUICK_FLAG = {"base": ["--epochs", "2"], "profile": ["--n", "5", "--warmup", "1", "--batched", "4"]}
+NEEDS = {"profile": "base", "compress": "base", "lwac": "base"}
 
 
 def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for every results directory")
     p.add_argument("--quick", action="store_true", help="tiny settings for every step: a smoke run")
-    p.add_argument("--only", nargs="+", choices=[s for s, _ in STEPS], help="run only these steps")
+    p.add_argument("--only", nargs="+", choices=[s for s, _ in STEPS],
+                   help="run only these steps (and the base model they need)")
+    p.add_argument("--fresh", action="store_true", help="run every step again instead of reusing finished ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="cpu")
 
 
 def step_argv(step: str, argv: list[str], args) -> list[str]:
+    argv = [str(args.out / "base" / "checkpoint.pt") if token_base(a) else a for a in argv]
     extra = ["--out", str(args.out / step), "--seed", str(args.seed), "--device", args.device]
     if args.threads is not None:
         extra += ["--threads", str(args.threads)]
@@ -53,24 +68,46 @@ def step_argv(step: str, argv: list[str], args) -> list[str]:
     return argv + extra
 
 
+def _finished(folder: Path, argv: list[str]) -> dict | None:
+    """The step's marker when it finished with this very command line, else None."""
+    try:
+        mark = json.loads((folder / "demo.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return mark if mark.get("argv") == argv and (folder / "results.json").is_file() else None
+
+
 def run_command(args, progress=None) -> CommandReport:
     from ..cli import build_parser  # the same parser a user types into: one path for every command
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001  (argparse keeps no public map)
-    lines, dirs = [], []
+    wanted = set(args.only or [s for s, _ in STEPS])
+    wanted |= {NEEDS[s] for s in wanted if s in NEEDS}
+    lines, dirs, total = [], [], time.perf_counter()
     for step, argv in STEPS:
-        if args.only and step not in args.only:
+        if step not in wanted:
             continue
         if argv[0] not in commands:
             raise LayerwiseError(f"demo step {step!r} needs the `layerwise {argv[0]}` command, which is not installed")
         full = step_argv(step, argv, args)
-        log.info("demo: layerwise %s", " ".join(full))
-        start = time.perf_counter()
-        report = run_step(parser, full, f"demo step {step!r}", progress)
-        took = time.perf_counter() - start
-        lines += [f"== {step}: layerwise {' '.join(full)}  ({took:.0f} s)", report.text, ""]
-        dirs.append(args.out / step)
+        if "--overwrite" in commands[argv[0]]._option_string_actions:  # noqa: SLF001
+            full.append("--overwrite")          # the step's folder is the demo's own: a rerun replaces it
+        folder = args.out / step
+        mark = None if args.fresh else _finished(folder, full)
+        if mark is not None:
+            log.info("demo: %s reused from an earlier run (%.0f s then)", step, mark["seconds"])
+            lines += [f"== {step}: reused {folder} (same command, {mark['seconds']:.0f} s when it ran; "
+                      "--fresh runs it again)", ""]
+        else:
+            log.info("demo: layerwise %s", " ".join(full))
+            start = time.perf_counter()
+            report = run_step(parser, full, f"demo step {step!r}", progress)
+            took = time.perf_counter() - start
+            atomic_write_json(folder / "demo.json", {"argv": full, "seconds": took})
+            lines += [f"== {step}: layerwise {' '.join(full)}  ({took:.0f} s)", report.text, ""]
+        if step != "base":
+            dirs.append(folder)
     page = build_report(dirs, args.out / "report.html")
-    lines.append(f"report: {page}")
+    lines.append(f"report: {page}  (demo {time.perf_counter() - total:.0f} s)")
     return CommandReport("\n".join(lines))

@@ -1,0 +1,28 @@
+"""layerwise demo: one shared base model, steps reused on a second run."""
+
+from __future__ import annotations
+
+import json
+
+from layerwise.cli import main
+
+
+def test_demo_trains_the_base_once_and_reuses_finished_steps(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--only", "profile", "--out", str(out), "--threads", "1"]
+    rc = main(argv)
+    first, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "== base: layerwise train" in first and "== profile: layerwise profile" in first
+    prof = json.loads((out / "profile" / "results.json").read_text())
+    # the profile evaluated the base the demo trained (a checkpoint was passed: accuracy is measured)
+    assert prof["variants"][0]["accuracy"] is not None
+    assert str(out / "base" / "checkpoint.pt") in json.loads((out / "profile" / "demo.json").read_text())["argv"]
+    assert (out / "report.html").is_file()
+
+    rc = main(argv)
+    second, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "== base: reused" in second and "== profile: reused" in second
+    assert main([*argv, "--fresh"]) == 0
+    assert "== profile: layerwise profile" in capsys.readouterr().out
