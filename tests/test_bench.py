@@ -124,3 +124,11 @@ def test_a_shared_base_is_trained_once_per_seed_and_passed_as_checkpoint(tmp_pat
     assert [b["key"] for b in summary["bases"]] == ["base-tiny"]
     assert summary["jobs"][0]["variants"][0]["cost_per_seed"][0] is not None
     assert "**base-tiny**" in bench.readme_section(summary)
+
+
+def test_summary_only_runs_nothing_and_summarises_what_finished(tiny_bench, capsys):
+    out = tiny_bench / "bench"
+    assert main(["bench", "--out", str(out), "--seeds", "0", "1", "--summary-only"]) == 0
+    text = capsys.readouterr().out
+    assert "0 runs now, 0 already done" in text and "No finished bench job yet" in text
+    assert not (out / "unit-tiny").exists()

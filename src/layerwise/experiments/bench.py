@@ -340,7 +340,10 @@ def readme_section(summary: dict) -> str:
         cost = job.get("cost_label")
         lines += [f"**{job['key']}**{quick}: {job['what']}.{partial}", "",
                   f"`{job['commands'][0]}` (one run per seed: "
-                  + ", ".join(f"{s:.0f} s" for s in job["seconds"]) + ")", "",
+                  + ", ".join(f"{s:.0f} s" for s in job["seconds"])
+                  + (f"; 1-min load average at the end of each: "
+                     + ", ".join(f"{la[0]:.1f}" for la in job["load_average"] if la)
+                     if any(job.get("load_average") or []) else "") + ")", "",
                   "| variant | accuracy % (mean ± std) | per seed | 95 % CI (pooled) |"
                   + (f" {cost} |" if cost else ""),
                   "|---|---|---|---|" + ("---|" if cost else "")]
@@ -384,6 +387,9 @@ def add_arguments(p) -> None:
                    help="tiny settings for every job and one seed: a smoke run of the pipeline, not results")
     p.add_argument("--only", nargs="+", help="run only these jobs or methods (e.g. unit ela)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--summary-only", action="store_true",
+                   help="run nothing: combine the seeds that finished and write the summary (e.g. of a bench "
+                        "cut short)")
     p.add_argument("--readme", type=Path, metavar="SUMMARY",
                    help="write README.md's results section from this summary.json and stop")
 
@@ -396,8 +402,8 @@ def run_command(args, progress=None) -> CommandReport:
                              f"from {args.readme}")
     start = time.perf_counter()
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    records = run_jobs(args.out, seeds, quick=args.quick, only=args.only, device=args.device,
-                       progress=progress)
+    records = [] if args.summary_only else run_jobs(args.out, seeds, quick=args.quick, only=args.only,
+                                                     device=args.device, progress=progress)
     summary = summarize(args.out, seeds, only=args.only)
     ran = [r for r in records if not r.get("skipped")]
     lines = [f"bench: {len(ran)} runs now, {len(records) - len(ran)} already done; "
