@@ -31,6 +31,14 @@ def test_eq5_regulariser_on_hand_numbers():
     assert regulariser(a, c, beta=0.1, delta=2.0).item() == pytest.approx(0.06 + 2.58)
 
 
+def test_eq5_target_rate_form_on_hand_numbers():
+    a = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # batch means 0.5, 0.0, 1.0
+    c = torch.tensor([1.0, 0.5, 0.2])
+    # smooth: mean of (1 + 1) and (0 + 1) = 1.5; cost: 1 (0.5-0.6)^2 + 0.5 (0-0.6)^2 + 0.2 (1-0.6)^2
+    want = 0.1 * 1.5 + 2.0 * (0.01 + 0.5 * 0.36 + 0.2 * 0.16)
+    assert regulariser(a, c, beta=0.1, delta=2.0, target=0.6).item() == pytest.approx(want)
+
+
 def test_entropy_uniform_and_single_channel():
     uniform = torch.ones(1, 8, 4, 4)
     assert activation_entropy(uniform).item() == pytest.approx(math.log(8), rel=1e-5)

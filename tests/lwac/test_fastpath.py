@@ -19,6 +19,7 @@ def test_score_one_equals_the_batched_score_and_follows_weight_changes(resnet, x
     x = torch.randn(1, *lw.units[acu.unit_index].input_shape[1:])
     ref = ctrl.score(summarise(x, "mean")).item()
     assert abs(ctrl.score_one(x) - ref) < 1e-4
+    assert abs(ctrl.relevance_one(x) - torch.sigmoid(torch.tensor(ref)).item()) < 1e-5  # R_i(x) is a probability
     assert abs(ctrl.score_one(x) - ref) < 1e-4  # cached path
     state = {k: v.clone() for k, v in ctrl.state_dict().items()}
     state["fc2.weight"] = state["fc2.weight"] * 2
@@ -34,7 +35,7 @@ def test_fast_path_decides_like_the_general_path(resnet, x16):
     lo = min(lw.state.cost[i] for i in lw.bypassable)
     torch.manual_seed(3)
     xs = [torch.randn(1, 3, 16, 16) for _ in range(8)]
-    for lam in (-5.0, 0.0, 0.5, 5.0):
+    for lam in (0.0, 0.3, 0.5, 0.7, 5.0):
         lw.set_lambda(lam / max(lo, 1e-6))
         with torch.no_grad():
             lw.reset_counts()

@@ -113,13 +113,36 @@ def test_mixed_batch_matches_per_sample_decisions(resnet):
     torch.testing.assert_close(batched, torch.cat(singles), rtol=1e-5, atol=1e-5)
 
 
-def test_shape_changing_units_are_not_bypassable(resnet, x16):
+def test_every_block_with_a_shortcut_is_bypassable_and_only_those(resnet, x16):
     lw = attach(resnet, x16, latency_n=1)
     kinds = {u.name: u.bypassable for u in lw.units}
-    assert kinds["layer1.0"] is False and kinds["layer1.1"] is True
+    # the projection blocks (first of each stage) too: their shortcut keeps the shape right
+    assert all(kinds.values()) and len(kinds) == 6
+    torch.manual_seed(0)
+    m = build_model("resnet56", (3, 16, 16), 4).eval()
+    assert len(attach(m, x16, latency_n=1).bypassable) == 18  # 3 stages x 6 bottleneck blocks
+    m = build_model("resnet56-basic", (3, 16, 16), 4).eval()
+    assert len(attach(m, x16, latency_n=1).bypassable) == 27  # 3 stages x 9 basic blocks
+    mb = build_model("mobilenetv2", (3, 32, 32), 4).eval()
+    lw = attach(mb, torch.zeros(1, 3, 32, 32), latency_n=1)
+    blocked = [u for u in lw.units if not u.bypassable]
+    assert blocked and all(lw.acus[u.index].unit.shortcut is None for u in blocked)
     with pytest.raises(Exception, match="cannot be bypassed"):
-        with lw.forced({0: True}):
+        with lw.forced({blocked[0].index: True}):
             pass
+
+
+def test_bypassed_projection_block_runs_its_shortcut_only(resnet, x16):
+    lw = attach(resnet, x16, latency_n=1)
+    acu = lw.acus[0]  # layer1.0: 1x1 projection shortcut
+    assert lw.units[0].bypass_macs > 0 and lw.units[0].bypass_macs < lw.units[0].macs
+    seen = {}
+    acu.register_forward_hook(lambda m, a, o: seen.update(x=a[0], out=o))
+    with torch.no_grad(), lw.forced({0: True}):
+        lw(x16)
+    blk = acu.unit
+    assert seen["out"].shape == blk(seen["x"]).shape
+    assert torch.equal(seen["out"], blk.act(blk.shortcut(seen["x"])))
 
 
 def test_base_model_is_untouched(resnet, x16):

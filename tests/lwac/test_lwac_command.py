@@ -34,7 +34,19 @@ def test_quick_run_writes_valid_results(tmp_path, capsys):
     # alpha = 1 with nothing bypassed: the dense model's exact decisions
     assert (hits["acu-overhead (alpha=1)"] == hits["dense"]).all()
     other = [x for x in names if x.startswith("lwac-")]
-    pairs = {("lwac", "dense"), ("lwac@0.7", "dense")} | {(x, "dense") for x in other}
+    # static drop-k baselines (both branches are bypassable: k = 1, 2), each against LWAC matched to it
+    assert {"static-drop-1", "static-drop-2", "lwac~drop-1", "lwac~drop-2"} <= set(names)
+    by = {v["name"]: v for v in doc["variants"]}
+    assert by["static-drop-1"]["extra"]["static_drop"]["k"] == 1
+    assert by["static-drop-2"]["macs_executed"] < by["static-drop-1"]["macs_executed"] < by["dense"]["macs_executed"]
+    assert by["lwac~drop-1"]["extra"]["matched_to"] == "static-drop-1"
+    for v in ("lwac", "lwac~drop-1", "static-drop-1"):
+        p = by[v]["extra"]["execution_paths"]
+        assert 1 <= p["distinct"] <= n and p["share"] == pytest.approx(p["distinct"] / n)
+    assert by["static-drop-1"]["extra"]["execution_paths"]["distinct"] == 1
+    assert "distinct execution paths" in text
+    pairs = ({("lwac", "dense"), ("lwac@0.7", "dense")} | {(x, "dense") for x in other}
+             | {("lwac~drop-1", "static-drop-1"), ("lwac~drop-2", "static-drop-2")})
     comps = {(c["a"], c["b"]): c for c in doc["comparisons"]}
     assert set(comps) == pairs
     for (a, b), c in comps.items():

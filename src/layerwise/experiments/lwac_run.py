@@ -1,11 +1,16 @@
 """``layerwise lwac``: dense vs LWAC (and LWAC under latency budgets), side by side, one run.
 
 Steps: train (or load, or reuse the cached) base model trained for bypass (stochastic depth or
-branch dropout, see :mod:`layerwise.lwac.robust`); attach ACUs; calibrate on the validation
-split (relevance eq. 3, bypass labels, controllers, lambda by a cross-fitted sweep); evaluate
-every variant on the test split at batch 1 (per-input decisions); time them interleaved; energy,
-peak memory, executed MACs, per-unit entropy (Table 4) and run shares; a budget demonstration
-with a simulated monitor; figures; ``results.json``.
+branch dropout, see :mod:`layerwise.lwac.robust`); attach ACUs; for ``--policy learned`` train
+the gates jointly with the network (straight-through hard gates, eq. 5 in its target-rate form,
+on the training split); calibrate on the validation split (relevance eq. 3, bypass labels,
+controllers, lambda by a cross-fitted sweep); choose the static drop-k baselines (the best k
+blocks removed for good, on validation) and, for each, the LWAC operating point with the best
+validation accuracy at no more estimated latency (``lwac~drop-K``); evaluate every variant on the
+test split at batch 1 (per-input decisions); time them interleaved; energy, peak memory,
+executed MACs, per-unit entropy (Table 4), run shares and the share of distinct execution paths;
+paired comparisons on the same test images (LWAC against dense, each ``lwac~drop-K`` against its
+``static-drop-K``); a budget demonstration with a simulated monitor; figures; ``results.json``.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from ..errors import LayerwiseError
 from ..evidence import with_statistics
 from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, choose_lambda, crossfit_sweep,
                     gather_relevance, lambda_range, sweep_lambda, train_controllers)
-from ..lwac.config import LWACError
+from ..lwac.config import LWACError, check_latency_ms
+from ..lwac.finetune import FineTuneConfig, train_learned_gates
+from ..lwac.static import greedy_drop_sets, static_model
 from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
 from ..lwac.robust import branch_dropout, residual_model_kwargs
-from ..measure import artifact_size, compare_latency, count_params, measure_energy, peak_memory
+from ..measure import artifact_size, compare_latency, count_macs, count_params, measure_energy, peak_memory
 from ..models import build_model
 from ..models.registry import ModelConfigError
 from ..results import Results, Variant, env_info, write_results
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LWACOptions:
     budgets: list[float] = field(default_factory=list)
+    budgets_ms: list[float] = field(default_factory=list)  # absolute budgets, ms per input
     epochs: int = 30
     drop_path: float = 0.2
     branch_drop: float = 0.3
@@ -52,16 +60,29 @@ class LWACOptions:
     settle: int = 400  # inferences a budget variant runs before it is timed
     grid: int = 21
     quick: bool = False
+    static_k: list[int] | None = None  # the static drop-k baselines (None: 1..min(4, bypassable units))
+    gate_epochs: int = 10  # --policy learned: joint training epochs
+    gate_target: float = 0.5  # --policy learned: target run rate of each gate (eq. 5, target-rate form)
+    gate_delta: float = 1.0  # --policy learned: eq. (5) cost weight
+    gate_beta: float = 0.01  # --policy learned: eq. (5) smoothness weight
 
     def validate(self) -> "LWACOptions":
         self.budgets = [check_budget(b) for b in self.budgets]
-        if self.policy not in ("auto", "neural", "heuristic"):
-            raise LWACError(f"--policy must be 'auto', 'neural' or 'heuristic', not {self.policy!r}")
+        self.budgets_ms = [check_latency_ms(b) for b in self.budgets_ms]
+        if self.policy not in ("auto", "neural", "heuristic", "learned"):
+            raise LWACError(f"--policy must be 'auto', 'neural', 'heuristic' or 'learned', not {self.policy!r}")
+        if self.static_k is not None and any(k < 1 for k in self.static_k):
+            raise LWACError(f"--static-k takes block counts >= 1, not {self.static_k}")
+        if self.gate_epochs < 1:
+            raise LWACError(f"--gate-epochs must be >= 1, not {self.gate_epochs}")
+        if not 0.0 <= self.gate_target <= 1.0:
+            raise LWACError(f"--gate-target is the fraction of inputs each gate runs on, in [0, 1], not {self.gate_target}")
         if not 0.0 <= self.tolerance < 1.0:
             raise LWACError(f"--tolerance must be a fraction in [0, 1), not {self.tolerance}")
         if self.quick:
             self.epochs, self.n, self.warmup, self.stream, self.settle, self.grid = \
                 min(self.epochs, 2), min(self.n, 20), 3, 40, 20, 7
+            self.gate_epochs = min(self.gate_epochs, 1)
         return self
 
 
@@ -147,13 +168,19 @@ def _entropy_matrix(records) -> np.ndarray:
     return np.array([[r[2] for r in unit] for unit in records]).T if records and records[0] else np.zeros((0, 0))
 
 
-def calibrate(lwac: LWACModel, data, opts: LWACOptions, dense_ms: float, device: str) -> dict:
-    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation)."""
+def calibrate(lwac: LWACModel, data, opts: LWACOptions, dense_ms: float, device: str,
+              extra_lams: tuple[float, ...] = ()) -> dict:
+    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation).
+
+    ``learned`` policy: the controllers were trained with the network (on the training split);
+    here only the lambda sweep runs (``extra_lams``: the training lambda, so the trained
+    operating point is one of the candidates)."""
     relevance = gather_relevance(lwac, data.val, device=device)
-    labels = bypass_labels(lwac, data.val, device=device)
+    learned = lwac.config.policy == "learned"
+    labels = bypass_labels(lwac, data.val, device=device) if not learned else []
     fit = train_controllers(lwac, labels) if lwac.config.policy == "neural" else {}
     lo, hi = lambda_range(lwac, data.val, device=device)
-    lams = [float(v) for v in np.linspace(lo, hi, opts.grid)]
+    lams = sorted({float(v) for v in np.linspace(lo, hi, opts.grid)} | {float(v) for v in extra_lams})
     if lwac.config.policy == "neural":
         points = crossfit_sweep(lwac, data.val, labels, lams, dense_ms=dense_ms, device=device)
     else:
@@ -214,18 +241,28 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     val_inputs = [data.val[i][0].unsqueeze(0).to(device) for i in range(min(len(data.val), 100))]
 
     # ---- attach + calibrate + choose the policy: VALIDATION only (the test split is not read yet)
-    policies = ["neural", "heuristic"] if opts.policy in ("auto", "neural") else ["heuristic"]
+    policies = ["neural", "heuristic"] if opts.policy in ("auto", "neural") else [opts.policy]
     dense_est = compare_latency({"dense": (_Cycle(base, val_inputs), x1)}, n=max(20, opts.n // 5),
                                 warmup=opts.warmup, threads=threads)["dense"].median_ms
     models: dict[str, LWACModel] = {}
     calibs: dict[str, dict] = {}
+    gate_info = None
     for pol in policies:
         models[pol] = attach(base, x1, LWACConfig(policy=pol), threads=threads)
-        calibs[pol] = calibrate(models[pol], data, opts, dense_est, device)
+        extra_lams: tuple[float, ...] = ()
+        if pol == "learned":  # gates trained jointly with the network, on the TRAINING split
+            gate_info = train_learned_gates(models[pol], data.train, FineTuneConfig(
+                epochs=opts.gate_epochs, target=opts.gate_target, delta=opts.gate_delta, beta=opts.gate_beta,
+                freeze_base=False, seed=spec.seed))
+            extra_lams = (gate_info["lam_train"],)
+        calibs[pol] = calibrate(models[pol], data, opts, dense_est, device, extra_lams)
     choice = select_policy(models, calibs, val_inputs, x1, opts, threads)
     chosen = choice.policy if opts.policy == "auto" else opts.policy
     lw, calib = models[chosen], calibs[chosen]
     others = {f"lwac-{pol}": models[pol] for pol in policies if pol != chosen}  # the other policy, reported beside
+
+    # ---- static drop-k baselines and the LWAC point matched to each: VALIDATION only
+    statics, matched, static_info = static_baselines(lw, calib, data, opts, val_inputs, x1, dense_est, device, threads)
 
     test_inputs = [data.test[i][0].unsqueeze(0).to(device) for i in range(len(data.test))]
     y_test = torch.as_tensor([data.test[i][1] for i in range(len(data.test))])
@@ -234,6 +271,9 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
 
     variants: dict[str, object] = {"dense": base, "lwac": lw, "acu-overhead (alpha=1)": _Pinned(overhead)}
     variants.update(others)
+    for k, (st_model, st_set) in statics.items():
+        variants[f"static-drop-{k}"] = st_model
+        variants[f"lwac~drop-{k}"] = matched[k][0]
     for oname, om in others.items():  # the other policy's machinery cost too (the neural one adds a dot product per gate)
         variants[f"acu-overhead {oname[5:]} (alpha=1)"] = _Pinned(om.clone())
     budgeted: dict[str, LWACModel] = {}
@@ -242,6 +282,11 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
         b.set_budget(f)  # target: f x the online dense-latency estimate (follows machine-load drift)
         budgeted[f"lwac@{f:g}"] = b
         variants[f"lwac@{f:g}"] = b
+    for ms in opts.budgets_ms:
+        b = lw.clone()
+        b.set_latency_target(ms)  # absolute: ms per input, whatever the machine's load
+        budgeted[f"lwac@{ms:g}ms"] = b
+        variants[f"lwac@{ms:g}ms"] = b
 
     # ---- accuracy at batch 1, per-input decisions; records for Table 4 / Fig. 6
     preds, records, shares, macs_exec = {}, {}, {}, {}
@@ -262,6 +307,11 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             shares[name] = [1.0] * len(lw.units)
             macs_exec[name] = float(lw.dense_macs)
             overhead.reset_counts()
+        elif name.startswith("static-drop-"):
+            removed = set(statics[int(name.rsplit("-", 1)[1])][1].units)
+            preds[name] = _predict(fn, test_inputs)
+            shares[name] = [0.0 if i in removed else 1.0 for i in range(len(lw.units))]
+            macs_exec[name] = float(count_macs(fn, x1).total)
         else:
             preds[name] = _predict(fn, test_inputs)
             shares[name] = [1.0] * len(lw.units)
@@ -295,7 +345,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     unit_names = [u.name for u in lw.units]
     out_variants = []
     for name, fn in variants.items():
-        is_lwac = name != "dense"
+        is_lwac = name != "dense" and not name.startswith("static-drop-")
         en = energy.get(name)
         mem = memory.get(name)
         extra = {"unit_run_share": dict(zip(unit_names, shares[name])),
@@ -308,13 +358,34 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             if is_lwac:
                 extra["unit_mean_alpha"] = {u: float(np.mean([r[0] for r in unit])) if unit else None
                                             for u, unit in zip(unit_names, records[name])}
+        if name in records and records[name] and is_lwac and not name.startswith("acu-"):
+            extra["execution_paths"] = path_stats(records[name])
+        if name.startswith("static-drop-"):
+            k = int(name.rsplit("-", 1)[1])
+            extra["static_drop"] = statics[k][1].to_json()
+            extra["execution_paths"] = {"distinct": 1, "n": len(test_inputs), "share": 1 / len(test_inputs),
+                                        "top_path_share": 1.0}
+        if name.startswith("lwac~drop-"):
+            k = int(name.rsplit("-", 1)[1])
+            extra["matched_to"] = f"static-drop-{k}"
+            extra["lam"] = matched[k][1]
+            extra["matching"] = static_info["matched"][str(k)]
+            extra["latency_ratio_vs_static"] = lat[name].median_ms / lat[f"static-drop-{k}"].median_ms
         if en is None:
             extra["energy_j"] = "not measured for the overhead check (latency only)"
         if mem is None:
             extra["peak_mem_bytes"] = "not measured for the overhead check (latency only)"
         else:
             extra["memory_source"] = mem.source
-        if name in budgeted:
+        if name in budgeted and name.endswith("ms"):
+            b = budgeted[name]
+            t = float(name.split("@")[1][:-2])
+            extra["budget"] = {"target_ms": t, "target": "absolute (ms per input)", "dense_ms_at_setup": dense_est,
+                               "steady_state_median_ms": lat[name].median_ms,
+                               "within_10pct": abs(lat[name].median_ms - t) <= 0.1 * t,
+                               "reachable": lat[name].median_ms <= 1.1 * t or b.state.lam < b.lam_range[1] * 0.999,
+                               "final_lam": b.state.lam}
+        elif name in budgeted:
             b = budgeted[name]
             f = float(name.split("@")[1])
             extra["budget"] = {"fraction": f, "target_ms_final": b.budget.target_ms, "dense_ms_at_setup": dense_est,
@@ -325,6 +396,9 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
         if name == "lwac":
             extra["calibration"] = {k: v for k, v in calib.items() if k != "sweep"}
             extra["lam"] = lw.state.lam
+            extra["static_baselines"] = {k: v for k, v in static_info.items() if k != "matched"}
+            if gate_info is not None:
+                extra["learned_gates"] = gate_info
             extra["policy"] = chosen
             extra["policy_choice"] = dict(choice.to_json(), requested=opts.policy, used=chosen)
         if name in others:
@@ -332,10 +406,15 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             extra["calibration"] = {k: v for k, v in calibs[pol].items() if k != "sweep"}
             extra["policy"] = pol
         extra["accuracy_drop_pt"] = 100 * (acc["dense"] - acc[name])
+        if name.startswith("static-drop-"):
+            v_macs, v_params, v_size = int(macs_exec[name]), count_params(fn), artifact_size(fn).bytes
+        else:
+            v_macs = int(lw.dense_macs) + _controller_macs(fn)
+            v_params, v_size = (lw_params, lw_size) if is_lwac else (params, size)
         out_variants.append(Variant(
-            name=name, accuracy=acc[name], macs=int(lw.dense_macs) + _controller_macs(fn),
-            macs_executed=int(round(macs_exec[name])), params=lw_params if is_lwac else params,
-            size_bytes=lw_size if is_lwac else size, latency_ms=lat[name].to_json(),
+            name=name, accuracy=acc[name], macs=v_macs,
+            macs_executed=int(round(macs_exec[name])), params=v_params,
+            size_bytes=v_size, latency_ms=lat[name].to_json(),
             peak_mem_bytes=mem.bytes if mem is not None else None,
             energy_j=en.to_json() if en is not None else None, extra=extra))
     out_variants[0].extra.update(base=base_info, units=[u.to_json() for u in lw.units], dataset_info=data.info,
@@ -354,11 +433,66 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
 
 def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
     """(method variant, rival) pairs compared on the same test images: LWAC, every budgeted
-    variant and the policy not deployed, each against dense; LWAC against any static baseline."""
+    variant and the policy not deployed, each against dense; each ``lwac~drop-K`` (LWAC at the
+    static baseline's latency) against its ``static-drop-K``."""
     pairs = [("lwac", "dense")]
     pairs += [(n, "dense") for n in names if n.startswith("lwac@") or n.startswith("lwac-")]
-    pairs += [("lwac", n) for n in names if n.startswith("static")]
+    pairs += [(n, "static-drop-" + n.rsplit("-", 1)[1]) for n in names
+              if n.startswith("lwac~drop-") and "static-drop-" + n.rsplit("-", 1)[1] in names]
     return pairs
+
+
+def path_stats(records) -> dict:
+    """The execution paths over the test set: a path is the tuple of per-unit bypass decisions of
+    one input. ``distinct``: how many different paths; ``share``: distinct / n; ``top_path_share``:
+    the fraction of inputs on the most common path (1.0 = a static network)."""
+    n = len(records[0]) if records and records[0] else 0
+    if n == 0:
+        return {"distinct": 0, "n": 0, "share": 0.0, "top_path_share": 0.0}
+    paths: dict[tuple, int] = {}
+    for s in range(n):
+        key = tuple(bool(unit[s][1]) for unit in records)
+        paths[key] = paths.get(key, 0) + 1
+    return {"distinct": len(paths), "n": n, "share": len(paths) / n, "top_path_share": max(paths.values()) / n}
+
+
+def match_lambda(sweep: list[dict], target_ratio: float) -> dict:
+    """The validation sweep point with the best validation accuracy whose estimated latency
+    ratio is at most ``target_ratio`` (ties: the faster); if none is, the fastest point."""
+    ok = [p for p in sweep if p["est_latency_ratio"] <= target_ratio + 1e-9]
+    if not ok:
+        return min(sweep, key=lambda p: (p["est_latency_ratio"], -p["accuracy"]))
+    return max(ok, key=lambda p: (p["accuracy"], -p["est_latency_ratio"]))
+
+
+def static_baselines(lw: LWACModel, calib: dict, data, opts: LWACOptions, val_inputs, x1, dense_ms: float,
+                     device: str, threads):
+    """Static drop-k (the best k blocks removed, chosen greedily on validation) from the same
+    weights LWAC runs, and for each k the LWAC lambda with the best validation accuracy at no
+    more estimated latency: static-k's estimated ratio minus LWAC's measured decision overhead
+    (the ACUs at alpha = 1 against the plain network, on validation inputs)."""
+    if not lw.bypassable:
+        return {}, {}, {"ks": [], "note": "no bypassable unit: no static baseline"}
+    ks = sorted(set(opts.static_k or range(1, min(4, len(lw.bypassable)) + 1)))
+    ks = [k for k in ks if k <= len(lw.bypassable)]
+    sets = {d.k: d for d in greedy_drop_sets(lw, data.val, max(ks), device=device, dense_ms=dense_ms)}
+    plain = lw.strip()
+    lat = compare_latency({"plain": (_Cycle(plain, val_inputs), x1), "pinned": (_Cycle(_Pinned(lw.clone()), val_inputs), x1)},
+                          n=max(20, opts.n // 5), warmup=opts.warmup, threads=threads)
+    overhead = max(0.0, lat["pinned"].median_ms / lat["plain"].median_ms - 1.0)
+    statics, matched, info = {}, {}, {"ks": ks, "decision_overhead_ratio_val": overhead, "matched": {}}
+    for k in ks:
+        d = sets[k]
+        statics[k] = (static_model(plain, d.names), d)
+        point = match_lambda(calib["sweep"], d.est_latency_ratio - overhead)
+        m = lw.clone()
+        m.set_lambda(point["lam"])
+        matched[k] = (m, point["lam"])
+        info["matched"][str(k)] = {"static_val_accuracy": d.val_accuracy, "static_est_latency_ratio": d.est_latency_ratio,
+                                   "lwac_val_accuracy": point["accuracy"],
+                                   "lwac_est_latency_ratio": point["est_latency_ratio"], "lam": point["lam"]}
+    info["sets"] = [sets[k].to_json() for k in ks]
+    return statics, matched, info
 
 
 def _controller_macs(fn) -> int:
@@ -447,8 +581,26 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
         r = ov.latency_ms["median"] / dense.latency_ms["median"]
         which = "" if ov.name == "acu-overhead (alpha=1)" else f" ({ov.name.split()[1]} policy, not deployed)"
         checks.append(f"ACU overhead with alpha=1, nothing bypassed{which}: {100 * (r - 1):+.1f} %")
+    by_name = {v.name: v for v in variants}
     for v in variants:
-        if "budget" in v.extra:
+        if "execution_paths" in v.extra and not v.name.startswith("static-"):
+            p = v.extra["execution_paths"]
+            checks.append(f"{v.name}: {p['distinct']} distinct execution paths over {p['n']} test inputs "
+                          f"(share {p['share']:.3f}; most common path {100 * p['top_path_share']:.1f} % of inputs)")
+    for v in variants:
+        if v.name.startswith("lwac~drop-"):
+            s_ = by_name[v.extra["matched_to"]]
+            checks.append(f"{v.name} vs {s_.name}: {100 * v.accuracy:.2f} % vs {100 * s_.accuracy:.2f} % at "
+                          f"{v.latency_ms['median']:.3f} vs {s_.latency_ms['median']:.3f} ms "
+                          f"({v.extra['latency_ratio_vs_static']:.3f}x the static network's latency)")
+    for v in variants:
+        if "budget" in v.extra and "target_ms" in v.extra["budget"]:
+            b = v.extra["budget"]
+            met = b["steady_state_median_ms"] <= b["target_ms"]
+            checks.append(f"{v.name}: steady-state median {b['steady_state_median_ms']:.3f} ms against your "
+                          f"--latency-budget-ms {b['target_ms']:g}: {'met' if met else 'missed'}"
+                          + ("" if b["reachable"] else " (out of reach: every bypassable unit already bypassed)"))
+        elif "budget" in v.extra:
             b = v.extra["budget"]
             met = b["steady_state_ratio_vs_dense"] <= b["fraction"]
             checks.append(f"{v.name}: steady-state median {b['steady_state_ratio_vs_dense']:.3f}x dense against "
@@ -464,9 +616,20 @@ def add_arguments(p) -> None:
     add_common_arguments(p, training=True)
     p.add_argument("--latency-budget", type=float, nargs="+", default=[], metavar="F",
                    help="also evaluate lwac@F: PI control of lambda to F x dense latency, F in (0, 1]")
-    p.add_argument("--policy", choices=("auto", "neural", "heuristic"), default="auto",
+    p.add_argument("--latency-budget-ms", type=float, nargs="+", default=[], metavar="MS",
+                   help="also evaluate lwac@MSms: PI control of lambda to an absolute MS milliseconds per input")
+    p.add_argument("--policy", choices=("auto", "neural", "heuristic", "learned"), default="auto",
                    help="auto: the neural controller or the heuristic rule, whichever has the lower batch-1 "
-                        "latency on VALIDATION among those within --tolerance of dense validation accuracy")
+                        "latency on VALIDATION among those within --tolerance of dense validation accuracy; "
+                        "heuristic: training-free; learned: gates trained jointly with the network "
+                        "(straight-through hard gates, eq. 5)")
+    p.add_argument("--static-k", type=int, nargs="+", metavar="K",
+                   help="static drop-k baselines: the best K blocks removed, chosen on validation "
+                        "(default 1..4, at most the number of bypassable blocks)")
+    p.add_argument("--gate-epochs", type=int, default=10, help="--policy learned: joint training epochs")
+    p.add_argument("--gate-target", type=float, default=0.5,
+                   help="--policy learned: the fraction of inputs each gate should run on (eq. 5, target-rate form)")
+    p.add_argument("--gate-delta", type=float, default=1.0, help="--policy learned: eq. (5) cost weight delta")
     p.add_argument("--epochs", type=int, default=30, help="base training epochs (cached in OUT/base)")
     p.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth of the residual base model")
     p.add_argument("--branch-drop", type=float, default=0.3, help="branch dropout of a multi-branch base model")
@@ -484,9 +647,10 @@ def _policy_line(pc: dict) -> str:
 
 
 def run_command(args, progress=None) -> CommandReport:
-    opts = LWACOptions(budgets=list(args.latency_budget), epochs=args.epochs, drop_path=args.drop_path,
+    opts = LWACOptions(budgets=list(args.latency_budget), budgets_ms=list(args.latency_budget_ms), epochs=args.epochs, drop_path=args.drop_path,
                        branch_drop=args.branch_drop, policy=args.policy, tolerance=args.tolerance, n=args.n,
-                       quick=args.quick)
+                       quick=args.quick, static_k=args.static_k, gate_epochs=args.gate_epochs,
+                       gate_target=args.gate_target, gate_delta=args.gate_delta)
     out = run_lwac(spec_from_args(args), opts, progress)
     res = out.results
     header = ["variant", "acc %", "95% CI", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]

@@ -3,8 +3,9 @@
 Per inference an ACU that gates (every unit in ``soft`` mode; the bypassable ones in ``hard``
 mode):
 
-1. summarises the unit's input and asks its controller for R_i(x) (``neural`` policy), or reads
-   the tracked relevance R_i (``heuristic`` policy);
+1. summarises the unit's input and asks its controller for R_i(x) in [0, 1] (``neural`` and
+   ``learned`` policies: a probability), or reads the tracked relevance R_i (``heuristic``
+   policy, normalised to [0, 1]);
 2. reads its resource pressure p_i = lambda * m * C_i from the shared state (eq. 4 cost, kept
    up to date between inferences by the runtime);
 3. computes z = gamma * R_i - p_i, alpha_i = sigmoid(z) (eq. 2);
@@ -14,9 +15,16 @@ mode):
    unit runs unscaled (alpha is binarised to 1).
 
 Batches: decisions are per sample. If every sample of a batch is bypassed the unit is not
-computed; if none is, it runs for the batch; if the batch is mixed, the unit runs for the whole
-batch and the bypassed samples take the bypass output (``torch.where``), so outputs are exactly
-per-sample but nothing is saved for that batch. Deploy at batch 1 for the savings.
+computed; if none is, it runs for the batch; if the batch is mixed, the samples that run it are
+GATHERED (``index_select``), the unit runs on them only, and its output is scattered back
+(``index_add`` onto the shortcut for a residual block, ``index_copy`` onto the bypass output
+otherwise): a mixed batch saves in proportion to the samples bypassed, and the counters
+(``executed`` / ``bypassed``, in samples) count exactly what ran.
+
+Joint training (``state.soft_train``, :func:`layerwise.lwac.finetune.finetune`): in hard mode the
+gate is a straight-through HARD gate, forward ``1[z >= logit(threshold)]`` (the deployed
+decision), backward the gradient of R_i(x) (ConvNet-AIG, Veit & Belongie, arXiv:1711.11503),
+so training and deployment take the same paths; in soft mode alpha = sigmoid(z) (eq. 1).
 
 A unit that is not gated (hard mode, not bypassable) runs as in the base model (alpha = 1).
 """
@@ -97,13 +105,16 @@ class AttentionCalibrationUnit(nn.Module):
 
     # ---- decision ---------------------------------------------------------------------------
     def score(self, x: torch.Tensor):
-        """z = gamma * R_i - lambda * m * C_i (eq. 2's argument): a float or a (B,) tensor."""
+        """z = gamma * R_i - lambda * m * C_i (eq. 2's argument): a float or a (B,) tensor.
+
+        R_i is in [0, 1] (a probability from the controller, or the max-normalised tracked
+        relevance), gamma >= 0 and the pressure >= 0 (:mod:`layerwise.lwac.resources`)."""
         st, i = self._state, self.unit_index
         if self.controller is None or st.config.policy == "heuristic":
             return st.config.gamma * st.relevance[i] - st.pressure[i]
         if x.shape[0] == 1 and not st.soft_train:
-            return st.config.gamma * self.controller.score_one(x) - st.pressure[i]
-        r = self.controller.score(summarise(x, self.controller.summary))
+            return st.config.gamma * self.controller.relevance_one(x) - st.pressure[i]
+        r = self.controller.relevance(summarise(x, self.controller.summary))
         return r * st.config.gamma - st.pressure[i]
 
     # ---- forward ----------------------------------------------------------------------------
@@ -127,7 +138,7 @@ class AttentionCalibrationUnit(nn.Module):
         if ctrl is None or cfg.policy == "heuristic":
             z = cfg.gamma * st.relevance[i] - st.pressure[i]  # eq. (2)'s argument, tracked R
         else:
-            z = cfg.gamma * ctrl.score_one(x) - st.pressure[i]  # eq. (2)'s argument, R_i(x)
+            z = cfg.gamma * ctrl.relevance_one(x) - st.pressure[i]  # eq. (2)'s argument, R_i(x) in [0, 1]
         if st.pinned or z >= st.z_threshold:  # alpha >= threshold (or the overhead check): run unscaled
             st.executed[i] += 1
             return self._unit(x)
@@ -144,10 +155,15 @@ class AttentionCalibrationUnit(nn.Module):
             if st.recording or st.track_now:
                 self._observe(out, 1.0, False)
             return out
-        if st.soft_train and self.controller is not None:  # eq. (5) fine-tune: differentiable soft gate, alpha logged for the regulariser
-            a = torch.sigmoid(self.score(x))
+        if st.soft_train and self.controller is not None:  # joint training with eq. (5): gates logged for the loss
+            p = self.controller.relevance(summarise(x, self.controller.summary))  # R_i(x) in [0, 1]
+            z = st.config.gamma * p - st.pressure[i]  # eq. (2)'s argument
+            if self.soft:
+                a = torch.sigmoid(z)  # eq. (2)
+            else:  # straight-through hard gate: forward the deployed decision, backward dR/dtheta
+                a = (z.detach() >= st.z_threshold).to(p.dtype) + p - p.detach()
             st.alpha_log.append((i, a))
-            return adapter.scaled(x, a)
+            return adapter.scaled(x, a)  # eq. (1) on the residual branch
         forced = st.forced.get(i) if st.forced else None
         z = self.score(x) if forced is None else None
         if st.pinned:  # overhead check: decide, then ignore the decision (alpha = 1, nothing bypassed)
@@ -182,11 +198,10 @@ class AttentionCalibrationUnit(nn.Module):
         elif mask is False:
             out = self._timed(adapter.run, x) if st.track_now else adapter.run(x)
             st.executed[i] += b
-        else:  # mixed batch: compute once, take the bypass where asked
-            ran = adapter.run(x)
-            skip = adapter.bypass(x)
-            out = torch.where(mask.view(-1, *([1] * (ran.dim() - 1))), skip, ran)
-            st.executed[i] += b
+        else:  # mixed batch: the unit runs on the gathered samples that need it, scattered back
+            run_idx = (~mask).nonzero().flatten()
+            out = adapter.mixed(x, run_idx)
+            st.executed[i] += b - n_bypass
             st.bypassed[i] += n_bypass
         if st.recording or st.track_now:
             a = self._alpha_of(z, mask, b)

@@ -159,7 +159,7 @@ def train_controllers(lwac: LWACModel, labels: list[BypassLabels], *, steps: int
 
 @torch.no_grad()
 def _scores(lwac: LWACModel, x: torch.Tensor, forced: dict, batch_size: int = 128) -> dict[int, torch.Tensor]:
-    """Each bypassable unit's R_i(x) on ``x`` with ``forced`` decisions upstream."""
+    """Each bypassable unit's R_i(x) in [0, 1] on ``x`` with ``forced`` decisions upstream."""
     got: dict[int, list] = {i: [] for i in lwac.bypassable}
     hooks = []
     for i in lwac.bypassable:
@@ -167,7 +167,7 @@ def _scores(lwac: LWACModel, x: torch.Tensor, forced: dict, batch_size: int = 12
         if acu.controller is None:
             continue
         hooks.append(acu.register_forward_pre_hook(
-            lambda mod, args, i=i: got[i].append(mod.controller.score(summarise(args[0], mod.controller.summary)))))
+            lambda mod, args, i=i: got[i].append(mod.controller.relevance(summarise(args[0], mod.controller.summary)))))
     try:
         with lwac.forced(forced):
             for s in range(0, len(x), batch_size):
@@ -184,12 +184,14 @@ def lambda_range(lwac: LWACModel, val: Dataset, *, device: str = "cpu") -> tuple
     A unit is bypassed iff gamma * R_i - lambda * C_i < logit(threshold), i.e. iff
     lambda > (gamma * R_i - logit(threshold)) / C_i. The lower end uses R_i(x) with nothing
     bypassed upstream, the upper end with every bypassable unit bypassed (the two contexts a
-    unit's input can come from at the ends of the range).
+    unit's input can come from at the ends of the range). Both ends are clamped to >= 0: R_i is
+    a probability (or a normalised relevance), so lambda = 0 is the dense end (with the default
+    threshold 0.5 nothing is bypassed there) and no negative lambda is ever needed or allowed.
     """
     _check_split(val, "the lambda range")
     st, cfg = lwac.state, lwac.config
     x, _ = _tensors(val, device)
-    neural = cfg.policy == "neural"
+    neural = cfg.policy in ("neural", "learned")
     dense_ctx = _scores(lwac, x, {i: False for i in lwac.bypassable}) if neural else {}
     skip_ctx = _scores(lwac, x, {i: True for i in lwac.bypassable}) if neural else {}
     lo, hi = float("inf"), float("-inf")
@@ -206,7 +208,7 @@ def lambda_range(lwac: LWACModel, val: Dataset, *, device: str = "cpu") -> tuple
     if lo == float("inf"):
         raise LWACError("no unit of this model can be bypassed, so lambda has no effect; use mode='soft'")
     pad = 0.02 * max(hi - lo, 1e-3)
-    lwac.lam_range = (lo - pad, hi + pad)
+    lwac.lam_range = (max(0.0, lo - pad), max(0.0, hi + pad))
     return lwac.lam_range
 
 

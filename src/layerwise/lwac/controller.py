@@ -1,9 +1,13 @@
 """The compact neural controller (section 4.3, part 4) and the feature summariser (part 1).
 
 One controller per bypassable unit. It reads the summary of the unit's INPUT (per channel: the
-mean over every position, and for small inputs also the root mean square) and returns R_i(x), a per-input relevance: the logit
-of "bypassing this unit would change the prediction". Eq. (2) then gives
-alpha_i(x) = sigmoid(gamma * R_i(x) - lambda * C_i). It is trained on the validation split by
+mean over every position, and for small inputs also the root mean square) and returns R_i(x), a
+per-input relevance: the PROBABILITY (in [0, 1]) that the unit is needed for this input
+(``neural`` policy: that bypassing it would change the prediction; ``learned`` policy: the gate
+trained jointly with the network). Eq. (2) then gives
+alpha_i(x) = sigmoid(gamma * R_i(x) - lambda * C_i). R_i(x) is a probability, never a logit, so
+that with gamma >= 0, lambda >= 0 and C_i >= 0 the sign of every term of eq. (2) is fixed by
+construction: more cost or more pressure can only lower alpha (:mod:`layerwise.lwac.resources`). It is trained on the validation split by
 :func:`layerwise.lwac.calibrate.train_controllers` (the paper's training-time mask
 preprocessor), and at run time it costs one pooling op and two tiny matrix-vector products.
 
@@ -12,6 +16,8 @@ the module-call machinery would cost more than the arithmetic.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +101,12 @@ class UnitController(nn.Module):
         self.fused = True
         self.__dict__.pop("_fast", None)
 
+    def unfuse(self) -> None:
+        """Back to the trainable form (same scores: a fused controller's standardisation is the
+        identity, its weights already carry it)."""
+        self.fused = False
+        self.invalidate()
+
     def invalidate(self) -> None:
         """Drop the batch-1 fast-path cache of :meth:`score_one` (call after changing weights)."""
         self.__dict__.pop("_fast", None)
@@ -108,11 +120,26 @@ class UnitController(nn.Module):
         return super()._load_from_state_dict(*args, **kwargs)
 
     def set_standardisation(self, features: torch.Tensor) -> None:
+        """Per-feature mean and 1/std from ``features`` (N, F). A feature that is constant on
+        these samples (std below 1e-6 of the features' overall scale, e.g. a dead ReLU channel)
+        gets 1/std = 0: it carries no information here, and 1/1e-6 would turn any later
+        deviation into a huge score."""
+        std = features.std(dim=0, correction=0)
+        scale = float(features.abs().mean()) + 1e-12
         self.mean.copy_(features.mean(dim=0))
-        self.inv_std.copy_(1.0 / features.std(dim=0, correction=0).clamp_min(1e-6))
+        self.inv_std.copy_(torch.where(std > 1e-6 * scale, 1.0 / std.clamp_min(1e-12), torch.zeros_like(std)))
+
+    def relevance_one(self, x: torch.Tensor) -> float:
+        """R_i(x) in [0, 1] for ONE input (batch 1): sigmoid of :meth:`score_one`."""
+        v = self.score_one(x)
+        return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+
+    def relevance(self, summary: torch.Tensor) -> torch.Tensor:
+        """R_i(x) in [0, 1] per sample: the probability that the unit is needed."""
+        return torch.sigmoid(self.score(summary))
 
     def score_one(self, x: torch.Tensor) -> float:
-        """R_i for ONE input (batch 1) of a fused linear controller on the channel means, in a
+        """The LOGIT of R_i for ONE input (batch 1) of a fused linear controller on the channel means, in a
         single op: w . mean_c(x) = sum over (c, position) of x * w_c / positions, so the pooled
         summary and the linear layer become one dot product with a weight expanded per position
         (cached for the last input shape, as a plain tensor with the bias as a float: no autograd,
@@ -141,6 +168,17 @@ class UnitController(nn.Module):
     def forward(self, summary: torch.Tensor) -> torch.Tensor:
         return self.score(summary)
 
-    def macs(self) -> int:
+    def macs(self, input_shape=None) -> int:
+        """Multiply-accumulates of one decision at batch 1, as it really runs: the pooling (or the
+        fused dot product of :meth:`score_one`) touches every element of the unit's input once
+        (counted as one MAC each), then the linear layer(s) on the summary. Without
+        ``input_shape`` only the linear layers."""
         h = self.hidden
-        return self.in_features * h + h if h else self.in_features
+        linear = self.in_features * h + h if h else self.in_features
+        if input_shape is None:
+            return linear
+        per_sample = 1
+        for s in tuple(input_shape)[1:]:
+            per_sample *= int(s)
+        pooled = per_sample * (2 if self.summary == "mean_rms" else 1) if len(tuple(input_shape)) > 2 else 0
+        return pooled + linear

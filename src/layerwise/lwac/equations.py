@@ -51,17 +51,28 @@ def normalise(values: Sequence[float]) -> list[float]:
     return [v / top if top > 0 else 0.0 for v in values]
 
 
-def regulariser(alphas: torch.Tensor, costs: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+def regulariser(alphas: torch.Tensor, costs: torch.Tensor, beta: float, delta: float,
+                target: float | None = None) -> torch.Tensor:
     """The two terms eq. (5) adds to the task loss, averaged over the batch:
 
     beta * sum_{i=1}^{L-1} |alpha_{i+1} - alpha_i| + delta * sum_{i=1}^{L} alpha_i * C_i
 
     ``alphas``: (B, L) or (L,); ``costs``: (L,).
+
+    ``target`` t in [0, 1] (ours, after ConvNet-AIG's target-rate loss, Veit & Belongie,
+    arXiv:1711.11503): the cost term becomes ``delta * sum_i C_i * (mean_batch alpha_i - t)^2``,
+    so every gate is pulled toward running on a fraction t of the inputs, weighted by its cost,
+    instead of toward zero. Eq. (5)'s linear term has no such set point: its only equilibrium
+    with the task loss is wherever the gradients balance, which drifts to all-on or all-off.
     """
     a = alphas if alphas.dim() == 2 else alphas.unsqueeze(0)
-    smooth = (a[:, 1:] - a[:, :-1]).abs().sum(dim=1)
-    spend = (a * costs.to(a)).sum(dim=1)
-    return (beta * smooth + delta * spend).mean()
+    smooth = (a[:, 1:] - a[:, :-1]).abs().sum(dim=1).mean()
+    c = costs.to(a)
+    if target is None:
+        spend = (a * c).sum(dim=1).mean()
+    else:
+        spend = (c * (a.mean(dim=0) - target) ** 2).sum()
+    return beta * smooth + delta * spend
 
 
 def activation_entropy(h: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,8 @@ class ResourceState:
     time_s: float = 0.0
     cpu_percent: float | None = None  # this process, % of one core
     rss_bytes: int | None = None
+    memory_percent: float | None = None  # system memory in use, % (psutil.virtual_memory)
+    power_w: float | None = None  # mean power draw since the previous reading (energy delta / time delta)
     battery_percent: float | None = None
     power_plugged: bool | None = None
     energy_j: float | None = None  # cumulative since the monitor started
@@ -115,10 +117,13 @@ class ResourceMonitor:
         self.counters = [
             _Counter("cpu", readers.get("cpu", lambda: self._proc.cpu_percent(None)), "cpu load unknown"),
             _Counter("memory", readers.get("memory", lambda: self._proc.memory_info().rss), "memory unknown"),
+            _Counter("memory_percent", readers.get("memory_percent", lambda: psutil.virtual_memory().percent),
+                     "memory pressure off"),
             _Counter("battery", readers.get("battery", psutil.sensors_battery), "battery pressure off"),
             _Counter("energy", readers.get("energy", self._energy), "energy unknown"),
         ]
         self.notes: list[str] = []
+        self._last_energy: tuple[float, float] | None = None
         if not self._rapl:
             self.notes.append("energy: no readable RAPL counter; using the process-CPU-time estimate")
 
@@ -144,14 +149,22 @@ class ResourceMonitor:
             return None
 
     def sample_once(self) -> ResourceState:
-        cpu, mem, batt, energy = (self._read(c) for c in self.counters)
+        cpu, mem, mem_pct, batt, energy = (self._read(c) for c in self.counters)
         notes = list(self.notes)
-        if batt is None and self.counters[2].failed is None:
+        if batt is None and self.counters[3].failed is None:
             notes.append("battery: none on this machine; battery pressure off")
+        now = time.perf_counter()
+        power = None
+        if energy is not None:
+            if self._last_energy is not None and now > self._last_energy[0]:
+                power = max(0.0, (float(energy) - self._last_energy[1]) / (now - self._last_energy[0]))
+            self._last_energy = (now, float(energy))
         state = ResourceState(
             time_s=time.perf_counter() - self._t0,
             cpu_percent=float(cpu) if cpu is not None else None,
             rss_bytes=int(mem) if mem is not None else None,
+            memory_percent=float(mem_pct) if mem_pct is not None else None,
+            power_w=power,
             battery_percent=float(batt.percent) if batt is not None else None,
             power_plugged=batt.power_plugged if batt is not None else None,
             energy_j=float(energy) if energy is not None else None,

@@ -26,8 +26,9 @@ from .acu import AttentionCalibrationUnit, hooked
 from .budget import PIController, budget_controller
 from .config import LWACConfig, LWACError
 from .controller import UnitController, summary_features, summary_kind
-from .equations import cost, normalise
+from .equations import normalise
 from .monitor import SharedBuffer
+from .resources import multiplier, unit_costs
 from .state import LWACState
 from .tracker import RelevanceTracker
 from .units import adapter_for, find_units
@@ -46,10 +47,11 @@ class UnitInfo:
     input_shape: tuple[int, ...] | None
     output_shape: tuple[int, ...] | None
     latency_ms: float | None  # from per_layer_latency at attach time (forward hooks, approximate)
+    bypass_macs: int = 0  # MACs the bypass still runs (a projection shortcut); 0 for an identity shortcut
 
     def to_json(self) -> dict:
         return {"index": self.index, "name": self.name, "kind": self.kind, "bypassable": self.bypassable,
-                "macs": self.macs, "params": self.params,
+                "macs": self.macs, "bypass_macs": self.bypass_macs, "params": self.params,
                 "input_shape": list(self.input_shape) if self.input_shape else None,
                 "output_shape": list(self.output_shape) if self.output_shape else None,
                 "latency_ms": self.latency_ms}
@@ -59,7 +61,8 @@ class LWACModel(nn.Module):
     """A model with ACUs attached, its shared state, tracker, buffer, monitor and budget."""
 
     def __init__(self, model: nn.Module, acus: list[AttentionCalibrationUnit], units: list[UnitInfo],
-                 state: LWACState, buffer: SharedBuffer, tracker: RelevanceTracker, dense_macs: int):
+                 state: LWACState, buffer: SharedBuffer, tracker: RelevanceTracker, dense_macs: int,
+                 dense_ms: float | None = None):
         super().__init__()
         self.model = model
         self.__dict__["acus"] = acus
@@ -69,6 +72,10 @@ class LWACModel(nn.Module):
         self.units = units
         self.config = state.config
         self.dense_macs = dense_macs
+        # the dense model's batch-1 latency MEASURED as a whole at attach (median), not summed from
+        # per-unit hook times (those miss the glue between units and the hook overhead)
+        self.dense_ms = dense_ms
+        self.power_ref_w = state.config.power_ref_w
         self.monitor = None
         self.budget: PIController | None = None
         self.lam_range: tuple[float, float] = (0.0, 1.0)
@@ -77,6 +84,7 @@ class LWACModel(nn.Module):
         self.history: list[dict] | None = None
         self._latency_ms = [u.latency_ms or 0.0 for u in units]
         self._last_bypassed: list[int] | None = None
+        self._seen_state = None
         self.refresh_costs()
         self.refresh_pressure()
 
@@ -104,7 +112,10 @@ class LWACModel(nn.Module):
         changed = False
         if self.monitor is not None:
             self.monitor.on_inference(st.step)
-            changed = True  # the resource multiplier may have moved
+            if self.buffer.state is not self._seen_state:  # a new reading: power moves C_i (eq. 4), battery/memory m
+                self._seen_state = self.buffer.state
+                self.refresh_costs()
+                changed = True
         ms = dt * 1e3 * self.buffer.state.latency_scale
         if self.budget is not None:
             st.lam = float(self.budget.update(ms, self._dense_equivalent_ms(ms)))
@@ -127,18 +138,21 @@ class LWACModel(nn.Module):
 
     # ---- eq. (4), eq. (3), eq. (2)'s cost term ----------------------------------------------
     def refresh_costs(self) -> None:
-        """C_i (eq. 4) from normalised FLOPs, latency (monitor EMA) and estimated power."""
+        """C_i (eq. 4) from MACs, latency (monitor EMA) and the monitor's power draw, each term
+        divided by a FIXED reference (dense MACs, measured dense latency, the reference power),
+        so that no reading cancels (:func:`layerwise.lwac.resources.unit_costs`). A unit's MACs
+        and latency are what bypassing it saves (a projection shortcut still runs)."""
         live = self.buffer.latencies()
         for i, v in enumerate(live):
             if v is not None:
                 self._latency_ms[i] = v * 1e3
-        s = self.buffer.state
-        busy = (s.cpu_percent / 100.0) if s.cpu_percent else 1.0
-        # Power_i: no per-unit power counter exists here, so it is ESTIMATED as the unit's share of
-        # the process power (busy cores x W/core) times its latency: it follows the latency term.
-        power = [lat * busy for lat in self._latency_ms]
-        f, l, p = normalise([u.macs for u in self.units]), normalise(self._latency_ms), normalise(power)
-        self.state.cost = normalise([cost(f[i], l[i], p[i], self.config.theta) for i in range(len(self.units))])
+        power = self.buffer.state.power_w
+        if power is not None and self.power_ref_w is None:
+            self.power_ref_w = power  # the first reading is the reference: costs start where calibrated
+        saved = [max(0, u.macs - u.bypass_macs) for u in self.units]
+        dense_ms = self.dense_ms or sum(self._latency_ms) or 1.0
+        self.state.cost = unit_costs(saved, self._latency_ms, self.dense_macs, dense_ms, self.config.theta,
+                                     power, self.power_ref_w)
 
     def _dense_equivalent_ms(self, ms: float) -> float:
         """This inference's latency plus the (moving-average) latency of the units it bypassed:
@@ -156,11 +170,11 @@ class LWACModel(nn.Module):
         self.state.relevance = normalise(self.tracker.all())
 
     def resource_multiplier(self) -> float:
-        """m = 1 + w * (1 - battery/100) on battery power; 1 on mains or without a battery."""
-        s = self.buffer.state
-        if s.battery_percent is None or s.power_plugged is not False:
-            return 1.0
-        return 1.0 + self.config.battery_weight * (1.0 - s.battery_percent / 100.0)
+        """m >= 1 from the battery (on battery power) and the memory in use
+        (:func:`layerwise.lwac.resources.multiplier`); 1 without readings."""
+        s, c = self.buffer.state, self.config
+        return multiplier(s.battery_percent, s.power_plugged, s.memory_percent, battery_weight=c.battery_weight,
+                          memory_weight=c.memory_weight, memory_floor=c.memory_floor)
 
     def refresh_pressure(self) -> None:
         st, rho = self.state, self.config.smoothing
@@ -177,9 +191,22 @@ class LWACModel(nn.Module):
         finally:
             self.monitor, self.budget, self.history = monitor, budget, history
 
+    def strip(self) -> nn.Module:
+        """A plain copy of the network this LWAC model runs (its current weights), every ACU
+        replaced by the unit it wraps: no decision, no bookkeeping."""
+        clone = self.clone()
+        plain = clone.model
+        for u, acu in zip(self.units, clone.acus):
+            _replace(plain, u.name, acu.unit)
+        return plain.eval()
+
     # ---- control ----------------------------------------------------------------------------
     def set_lambda(self, lam: float) -> None:
-        self.state.lam = float(lam)
+        lam = float(lam)
+        if not lam >= 0:  # also NaN
+            raise LWACError(f"lambda must be >= 0, not {lam}: a negative lambda would keep costly units and "
+                            "bypass less as the battery drains")
+        self.state.lam = lam
         self.refresh_pressure()
 
     def set_budget(self, fraction: float, dense_ms: float | None = None, **gains) -> PIController:
@@ -191,7 +218,7 @@ class LWACModel(nn.Module):
         of the units bypassed), smoothed by an EMA, so drift in machine load moves the target too.
         """
         lo, hi = self.lam_range
-        start = dense_ms if dense_ms is not None else sum(self._latency_ms) or 1.0
+        start = dense_ms if dense_ms is not None else (self.dense_ms or sum(self._latency_ms) or 1.0)
         if self.lam_curve and "u0" not in gains:  # feed-forward: the calibrated lambda for this budget
             ok = [lam for lam, ratio in sorted(self.lam_curve) if ratio <= fraction]
             lam_ff = ok[0] if ok else hi
@@ -201,6 +228,18 @@ class LWACModel(nn.Module):
         self._last_bypassed = None
         return pi
 
+    def set_latency_target(self, target_ms: float, **gains) -> PIController:
+        """Track an ABSOLUTE budget of ``target_ms`` milliseconds per input by PI control of lambda
+        (the fraction of dense latency it stands for follows the machine: under contention the
+        same target needs more bypassing). Feed-forward from the calibration curve with the
+        MEASURED dense latency (``dense_ms``), when both are known."""
+        from .config import check_latency_ms
+        t = check_latency_ms(target_ms)
+        frac = min(1.0, t / self.dense_ms) if self.dense_ms else 1.0
+        pi = self.set_budget(frac, dense_ms=t / frac if frac > 0 else t, **gains)
+        pi.target_ms = t
+        return pi
+
     def clear_budget(self) -> None:
         self.budget = None
 
@@ -208,6 +247,13 @@ class LWACModel(nn.Module):
         self.monitor = monitor
         if monitor is not None:
             monitor.on_inference(self.state.step)
+        self.refresh_resources()
+
+    def refresh_resources(self) -> None:
+        """Read the shared buffer's latest state now: costs (power, eq. 4) and pressures (battery,
+        memory, lambda). The runtime calls this between inferences whenever the monitor publishes."""
+        self._seen_state = self.buffer.state
+        self.refresh_costs()
         self.refresh_pressure()
 
     # ---- modes ------------------------------------------------------------------------------
@@ -252,18 +298,33 @@ class LWACModel(nn.Module):
         st = self.state
         return [e / (e + b) if e + b else 0.0 for e, b in zip(st.executed, st.bypassed)]
 
-    def macs_executed(self) -> float:
-        """Mean MACs per sample actually executed: dense MACs minus the bypassed units' MACs,
-        plus the controllers' MACs on the samples they scored."""
+    def samples_seen(self) -> int:
         st = self.state
-        n = max(st.executed[i] + st.bypassed[i] for i in range(len(self.units)))
+        return max((st.executed[i] + st.bypassed[i] for i in range(len(self.units))), default=0)
+
+    def network_macs_run(self) -> int:
+        """Total MACs of the network actually run since ``reset_counts`` (all samples): dense MACs
+        per sample, minus, per bypassed sample of a unit, the unit's MACs less its bypass's
+        (a projection shortcut still runs). Controllers not included."""
+        st = self.state
+        skipped = sum((u.macs - u.bypass_macs) * st.bypassed[u.index] for u in self.units)
+        return self.dense_macs * self.samples_seen() - skipped
+
+    def macs_executed(self) -> float:
+        """Mean MACs per sample actually executed: :meth:`network_macs_run` per sample plus the
+        controllers' MACs at their real batch-1 cost (:meth:`controller_macs`)."""
+        n = self.samples_seen()
         if n == 0:
-            return float(self.dense_macs)
-        skipped = sum(self.units[i].macs * st.bypassed[i] for i in range(len(self.units)))
-        return self.dense_macs - skipped / n + self.controller_macs()
+            return float(self.dense_macs + self.controller_macs())
+        return self.network_macs_run() / n + self.controller_macs()
 
     def controller_macs(self) -> int:
-        return sum(a.controller.macs() for a in self.acus if a.controller is not None and a.gated)
+        """Per sample: every gated unit's controller decides on every sample (heuristic: none);
+        each costs its pooling over the unit's input plus its linear layer(s)."""
+        if self.config.policy == "heuristic":
+            return 0
+        return sum(a.controller.macs(self.units[a.unit_index].input_shape) for a in self.acus
+                   if a.controller is not None and a.gated)
 
     def reset_counts(self) -> None:
         self.state.reset_counts()
@@ -304,6 +365,7 @@ def attach(model: nn.Module, example_input: torch.Tensor, config: LWACConfig | N
     found = find_units(base, block_types)
     infos = {l.name: l for l in list_layers(base, example_input, "block", block_types)}
     dense_macs = _total_macs(base, example_input)
+    dense_ms = measure_dense_ms(base, example_input, n=latency_n, threads=threads)  # before any ACU is in
     names = [n for n, _, _ in found]
     try:
         lat = per_layer_latency(base, example_input, leaf_names=names, n=latency_n, warmup=3, threads=threads)
@@ -319,19 +381,43 @@ def attach(model: nn.Module, example_input: torch.Tensor, config: LWACConfig | N
         info = infos[name]
         gated = cfg.mode == "soft" or adapter.bypassable
         controller = None
-        if gated and cfg.policy == "neural" and info.input_shape is not None and len(info.input_shape) >= 2:
+        if gated and cfg.policy in ("neural", "learned") and info.input_shape is not None and len(info.input_shape) >= 2:
             kind_s = summary_kind(cfg.summary, info.input_shape)
             controller = UnitController(summary_features(kind_s, info.input_shape), cfg.hidden)
             controller.summary = kind_s
         units.append(UnitInfo(i, name, kind, adapter.bypassable, info.macs, info.params, info.input_shape,
-                              info.output_shape, lat[name].median_ms if name in lat else None))
+                              info.output_shape, lat[name].median_ms if name in lat else None,
+                              _bypass_macs(adapter, info.input_shape)))
         acu = AttentionCalibrationUnit(mod, i, name, kind, adapter, state, buffer, tracker, controller)
         _replace(base, name, acu)
         acus.append(acu)
     if cfg.mode == "hard" and not any(u.bypassable for u in units):
-        log.warning("no unit of %s can be bypassed (all change shape): hard mode will save nothing; "
-                    "use mode='soft' to scale them", type(model).__name__)
-    return LWACModel(base, acus, units, state, buffer, tracker, dense_macs).eval()
+        log.warning("no unit of %s can be bypassed (none has a shortcut or a fixed output size): hard mode will "
+                    "save nothing; use mode='soft' to scale them", type(model).__name__)
+    return LWACModel(base, acus, units, state, buffer, tracker, dense_macs, dense_ms).eval()
+
+
+def measure_dense_ms(model: nn.Module, x: torch.Tensor, n: int = 20, threads: int | None = None) -> float | None:
+    """Median batch-1 latency of the whole (base) model, timed as one call, not summed per unit."""
+    from ..measure import measure_latency
+    try:
+        with torch.no_grad():
+            return float(measure_latency(model, x, n=max(3, n), warmup=3, threads=threads).median_ms)
+    except Exception as exc:  # pragma: no cover - a model the timer cannot call
+        log.warning("dense latency not measured (%s)", exc)
+        return None
+
+
+def _bypass_macs(adapter, input_shape) -> int:
+    """MACs of what a bypass still runs: a projection shortcut (conv + BN) on the unit's input."""
+    sc = getattr(adapter.unit, "shortcut", None)
+    if not adapter.bypassable or sc is None or input_shape is None or isinstance(sc, nn.Identity):
+        return 0
+    from ..measure import count_macs
+    try:
+        return int(count_macs(sc, torch.zeros(1, *input_shape[1:])).total)
+    except Exception:  # pragma: no cover - a shortcut that cannot run alone
+        return 0
 
 
 def _total_macs(model: nn.Module, x) -> int:

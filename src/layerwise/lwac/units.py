@@ -4,9 +4,11 @@ A unit is what :func:`layerwise.layers.find_layers` lists at ``"block"`` granula
 adapters say how a unit runs:
 
 * :class:`ResidualAdapter` (a zoo ``ResidualBlock`` or any module with ``residual`` and
-  ``shortcut``): soft scaling multiplies the RESIDUAL branch, ``act(shortcut(x) + a * residual(x))``;
-  bypass is ``act(shortcut(x))``, the residual branch never runs. Only blocks that keep the shape
-  (``changes_shape`` False) and have a shortcut can be bypassed.
+  ``shortcut``): soft scaling multiplies the RESIDUAL branch only, ``act(shortcut(x) + a * residual(x))``
+  (the identity / projection path is never scaled); bypass is ``act(shortcut(x))``, the residual
+  branch never runs. Every block WITH a shortcut can be bypassed, also one that changes shape:
+  its projection (or padding) shortcut still runs and gives the right shape, exactly what
+  stochastic depth drops at training time. Blocks without a shortcut cannot.
 * :class:`BranchAdapter` (``block_kind == "branch"``, a branch of a multi-branch model whose
   outputs are concatenated): soft is ``a * branch(x)``; bypass is zeros of shape
   ``(B, out_features)``, the branch never runs.
@@ -34,6 +36,13 @@ class ScaleOnlyAdapter:
     def run(self, x):
         return self.unit(x)
 
+    def mixed(self, x, run_idx):
+        """Batch ``x`` where only the samples ``run_idx`` (1-D long tensor) run the unit: the others
+        take the bypass. The unit runs on the GATHERED samples only (``x[run_idx]``), its output is
+        scattered back, so a mixed batch costs the unit's MACs for ``len(run_idx)`` samples."""
+        out = self.bypass(x)
+        return out.index_copy(0, run_idx, self.run(x.index_select(0, run_idx)).to(out.dtype))
+
     def scaled(self, x, alpha):
         out = self.unit(x)
         return out * _per_sample(alpha, out)
@@ -45,8 +54,7 @@ class ScaleOnlyAdapter:
 class ResidualAdapter(ScaleOnlyAdapter):
     def __init__(self, unit: nn.Module):
         super().__init__(unit)
-        self.bypassable = (getattr(unit, "shortcut", None) is not None
-                           and not bool(getattr(unit, "changes_shape", True)))
+        self.bypassable = getattr(unit, "shortcut", None) is not None
 
     def scaled(self, x, alpha):
         u = self.unit
@@ -61,6 +69,17 @@ class ResidualAdapter(ScaleOnlyAdapter):
     def bypass(self, x):
         u = self.unit
         out = u.shortcut(x)
+        act = getattr(u, "act", None)
+        return act(out) if act is not None else out
+
+    def mixed(self, x, run_idx):
+        """``act(shortcut(x) + scatter(residual(x[run_idx])))``: the shortcut for the whole batch,
+        the residual branch on the gathered samples only, added back at their rows."""
+        u = self.unit
+        r = u.residual(x.index_select(0, run_idx))
+        if getattr(u, "drop_path", None) is not None:
+            r = u.drop_path(r)
+        out = u.shortcut(x).index_add(0, run_idx, r.to(x.dtype) if r.dtype != x.dtype else r)
         act = getattr(u, "act", None)
         return act(out) if act is not None else out
 
