@@ -17,7 +17,7 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(UnknownNameError, match="digits.*mnist1d|Valid datasets: .*digits"):
         load_dataset("digitz")
     with pytest.raises(UnknownNameError, match="cifar10:DIR"):
-        load_dataset("imagenet:/x")
+        load_dataset("imagenet21k:/x")
 
 
 def test_prefix_without_argument_says_how():

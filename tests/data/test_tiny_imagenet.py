@@ -1,11 +1,17 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from layerwise.data import load_dataset
 from layerwise.errors import DataError
 
 WNIDS = ["n02", "n01", "n03"]  # deliberately unsorted in wnids.txt
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERWISE_CACHE", str(tmp_path / "cache"))
 
 
 def write_tiny(root, per_class=10, val_per_class=3):
@@ -67,3 +73,39 @@ def test_tiny_imagenet_errors(tmp_path):
         load_dataset(f"tiny-imagenet:{tmp_path / 'b'}")
     with pytest.raises(DataError, match="wnids.txt"):
         load_dataset(f"tiny-imagenet:{tmp_path / 'b' / 'tiny-imagenet-200' / 'train'}")
+
+
+def test_decoded_once_then_cached_and_rebuilt_when_a_jpeg_changes(tmp_path, caplog):
+    import logging
+
+    r = write_tiny(tmp_path, per_class=3, val_per_class=1)
+    name = f"tiny-imagenet:{tmp_path}"
+    with caplog.at_level(logging.INFO, logger="layerwise.data"):
+        first = load_dataset(name)
+    assert "decoding 12 Tiny ImageNet JPEGs" in caplog.text
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert {p.name for p in cache.iterdir()} == {"images.npy", "labels.npy", "meta.json"}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="layerwise.data"):
+        again = load_dataset(name)
+    assert "decoding" not in caplog.text and "from the cache" in caplog.text
+    assert torch.equal(first.train.raw, again.train.raw) and again.train.raw.dtype == torch.uint8
+    # a replaced JPEG changes the fingerprint: decoded again, and its pixels are the new ones
+    jpeg = r / "train" / "n02" / "images" / "n02_1.JPEG"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(jpeg, quality=95)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="layerwise.data"):
+        changed = load_dataset(name)
+    assert "source files changed" in caplog.text and "decoding 12" in caplog.text
+    files = sorted((r / "train" / "n01" / "images").glob("*.JPEG")) + sorted((r / "train" / "n02" / "images").glob("*.JPEG"))
+    k = [f.name for f in files].index("n02_1.JPEG")       # train order: sorted wnids, then files
+    assert int(changed.train.raw[k].max()) <= 8 and int(first.train.raw[k].max()) > 8
+    # a damaged cache file fails its checksum: rebuilt, never used
+    data = bytearray((cache / "images.npy").read_bytes())
+    data[-5] ^= 0xFF
+    (cache / "images.npy").write_bytes(bytes(data))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="layerwise.data"):
+        repaired = load_dataset(name)
+    assert "checksum mismatch" in caplog.text
+    assert torch.equal(repaired.train.raw, changed.train.raw)

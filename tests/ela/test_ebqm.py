@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from layerwise.ela import ElaConfig, ebqm, fixed_selection, select, threshold_selection
+from layerwise.ela import (ElaConfig, ebqm, fixed_selection, position_selection, random_selection, select,
+                           threshold_selection)
 from layerwise.ela.ebqm import beta_moments
 
 
@@ -42,10 +43,26 @@ def test_gamma_quantile_then_minmax_by_hand():
     assert sel.skip == [False, True, False, True, False]
 
 
-def test_one_value_in_the_subset_is_at_its_minimum_and_skipped():
+def test_one_value_in_the_subset_skips_nothing():
+    # min-max of one value is 0/0: the rule "no-spread" skips nothing (it used to skip it)
     sel = ebqm([0.4, 0.9, 2.0], ElaConfig(gamma=0.2))
     assert sel.in_subset == [True, False, False]
-    assert sel.skip == [True, False, False]
+    assert sel.skip == [False, False, False] and sel.rule == "no-spread"
+
+
+def test_three_candidates_over_three_windows_never_lose_everything():
+    # the issue's case: [0.9, 2.0, 3.0] -> the smallest goes; then [2.0, 3.0] -> S = {2.0}: nothing
+    cfg = ElaConfig(gamma=0.5)
+    assert ebqm([0.9, 2.0, 3.0], cfg).skip == [True, False, False]
+    assert ebqm([2.0, 3.0], cfg).skip == [False, False]
+    assert ebqm([2.0], cfg).skip == [False]
+
+
+def test_ties_skip_nothing_and_a_decision_never_skips_every_candidate():
+    assert ebqm([0.5, 0.5, 0.5], ElaConfig(gamma=1.0)).skip == [False] * 3
+    # the Normal mapping with mu near 1 maps every value below mu: the largest KL is kept
+    sel = ebqm([0.1, 0.2, 0.3], ElaConfig(gamma=1.0, mapping="normal", mu=0.99))
+    assert sel.skip == [True, True, False] and sel.rule == "keep-one"
 
 
 def test_mu_zero_skips_nothing_and_empty_input_is_fine():
@@ -93,7 +110,24 @@ def test_ebqm_laws(kl, gamma):
     x = np.array(kl)
     skipped = x[np.array(sel.skip)]
     assert all(sel.in_subset[i] for i, s in enumerate(sel.skip) if s)  # only S_gamma is ever skipped
-    assert sel.skip[int(np.argmin(x))]  # the smallest KL is always skipped (x' = 0, y = 0 < mu)
+    if len(np.unique(x[np.array(sel.in_subset)])) > 1:  # a spread in S_gamma: the smallest is skipped
+        assert sel.skip[int(np.argmin(x))]  # (x' = 0, y = 0 < mu)
+    else:
+        assert not any(sel.skip)  # no spread: nothing
+    assert not all(sel.skip)
     if len(skipped) and not all(sel.skip):  # monotone: everything skipped is below everything kept in S
         kept_in_s = x[np.array(sel.in_subset) & ~np.array(sel.skip)]
         assert len(kept_in_s) == 0 or skipped.max() <= kept_in_s.min()
+
+
+def test_controls_remove_the_requested_count_without_looking_at_the_kl():
+    assert position_selection(10, 2).skip == [i in (2, 7) for i in range(10)]
+    assert position_selection(3, 3).skip == [True] * 3 and position_selection(4, 0).skip == [False] * 4
+    a = random_selection(12, 4, seed=1, window_index=0).skip
+    assert sum(a) == 4 and a == random_selection(12, 4, seed=1, window_index=0).skip
+    draws = {tuple(random_selection(12, 4, seed=s).skip) for s in range(20)}
+    assert len(draws) > 10  # the seed changes the draw
+    cfg = ElaConfig(strategy="random", fixed_counts=(1, 2), random_seed=3)
+    assert sum(select([9.0, 0.1, 5.0, 7.0], cfg, 1).skip) == 2
+    pos = ElaConfig(strategy="position", fixed_counts=(2,))
+    assert select([0.0, 9.0, 9.0, 0.0], pos, 0).skip == select([9.0, 0.0, 0.0, 9.0], pos, 0).skip

@@ -58,3 +58,16 @@ def test_kl_is_non_negative_for_equal_lengths(p, q):
     n = min(len(p), len(q))
     p, q = np.array(p[:n]) / np.sum(p[:n]), np.array(q[:n]) / np.sum(q[:n])
     assert padded_kl(p, q) >= -1e-12
+
+
+def test_uniform_kl_is_log_t_plus_one_over_t_and_normalises_position():
+    from layerwise.ela import normalised_kl, uniform_kl
+    for t, expected in zip(range(1, 6), (0.69, 0.41, 0.29, 0.22, 0.18)):
+        assert uniform_kl(t) == pytest.approx(math.log((t + 1) / t) + 1e-8 * math.log(1e-8 * (t + 1)), rel=1e-12)
+        assert round(uniform_kl(t), 2) == expected
+    # a stage whose layers all attend uniformly: eq. (8) falls with position, the normalised KL is 1
+    d = {f"l{i}": np.full(i + 1, 1.0 / (i + 1)) for i in range(5)}
+    stages = [list(d)]
+    kl = adjacent_kl(d, stages)
+    assert kl["l1"] > kl["l2"] > kl["l3"] > kl["l4"]
+    assert all(v == pytest.approx(1.0, abs=1e-12) for v in normalised_kl(kl, d, stages).values())

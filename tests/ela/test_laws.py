@@ -133,7 +133,11 @@ def test_ebqm_subset_quantile_and_mapping_are_monotone(x, cfg):
     for i in members:
         assert 0.0 <= sel.normalised[i] <= 1.0
         assert 0.0 <= sel.mapped[i] <= 1.0 + 1e-12
-        assert sel.skip[i] == (sel.mapped[i] < cfg.mu)  # step 7
+        if sel.rule is None:
+            assert sel.skip[i] == (sel.mapped[i] < cfg.mu)  # step 7
+    if sel.rule == "no-spread":  # S_gamma has one distinct value: nothing is skipped
+        assert len({xs[i] for i in members}) == 1 and not any(sel.skip)
+    assert not all(sel.skip)  # never every candidate
     # a larger KL never maps to a smaller normalised value or a smaller mapped value (y_j)
     for i in members:
         for j in members:

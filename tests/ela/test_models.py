@@ -9,7 +9,7 @@ from layerwise.ela import AttentionCapture, find_attention_layers
 from layerwise.models import build_model, list_models
 from layerwise.models.mrla import MRLABottleneck, eca_kernel_size, mrla_blocks
 
-# Exact counts at 10 classes, (3, 32, 32), and REFERENCE.md's figures (within 1 %).
+# Exact counts at 10 classes, (3, 32, 32), and the published figures (within 1 %).
 PARAMS = {
     "resnet20-mrla-b": (230_286, 0.230e6), "resnet56-mrla-b": (621_046, 0.621e6),
     "resnet110-mrla-b": (1_207_186, 1.207e6),
@@ -40,7 +40,7 @@ def test_eca_kernel_sizes_and_heads():
 
 
 def test_per_block_parameter_formula():
-    # 2k + 9C (+ C for MRLA-L) + 2C (BN) per block, REFERENCE.md
+    # 2k + 9C (+ C for MRLA-L) + 2C (BN) per block, as in the CIFAR reference code
     for variant, lam in (("b", 0), ("l", 1)):
         model = build_model(f"resnet20-mrla-{variant}", (3, 32, 32), 10)
         for _, block in mrla_blocks(model):
@@ -137,3 +137,40 @@ def test_a_block_called_alone_runs_as_a_one_layer_stage():
     block = dict(mrla_blocks(build_model("resnet20-mrla-b", (3, 8, 8), 10).eval()))["layer1.1"]
     out = block(torch.randn(2, 64, 8, 8))
     assert out.shape == (2, 64, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["resnet56-mrla-b", "resnet56-mrla-l", "resnet56-ela"])
+def test_q_and_k_keep_pytorch_default_init_as_the_references(name):
+    """Q/K Conv1d: U(-1/sqrt(k), 1/sqrt(k)) (PyTorch's default, as the CIFAR reference), not Kaiming
+    normal with std sqrt(2/k), which would put about half of the 100+ weights beyond that bound."""
+    torch.manual_seed(0)
+    model = build_model(name, (3, 32, 32), 10)
+    weights = []
+    for _, block in mrla_blocks(model):
+        k = eca_kernel_size(block.out_channels)
+        for conv in (block.attention.query, block.attention.key):
+            assert conv.weight.abs().max() <= 1 / k ** 0.5
+            weights.append(conv.weight.flatten() * k ** 0.5)  # U(-1, 1) after rescaling
+        # the depthwise V conv keeps the reference's N(0, sqrt(2 / (9 C))) (a Conv2d init)
+        std = block.attention.value.weight.std().item()
+        assert 0.8 < std / (2 / (9 * block.out_channels)) ** 0.5 < 1.2
+    w = torch.cat(weights)
+    assert abs(w.var().item() - 1 / 3) < 0.08  # the variance of U(-1, 1)
+
+
+def test_attention_at_init_is_not_saturated():
+    """With the reference init few stage distributions start one-hot; Kaiming on Q and K (the old
+    init) saturates several on the same input (ELA's first KL window would see those)."""
+    def one_hot_layers(kaiming: bool) -> int:
+        torch.manual_seed(0)
+        model = build_model("resnet56-mrla-b", (3, 16, 16), 10).train()
+        if kaiming:
+            for _, b in mrla_blocks(model):
+                for conv in (b.attention.query, b.attention.key):
+                    torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        with AttentionCapture(find_attention_layers(model)) as cap, torch.no_grad():
+            model(torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
+        return sum(float(d.max()) > 0.999 for d in cap.means().values() if len(d) > 1)
+
+    assert one_hot_layers(kaiming=False) <= 1
+    assert one_hot_layers(kaiming=True) >= 3

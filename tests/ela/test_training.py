@@ -125,3 +125,32 @@ def test_several_seeds_pool_the_hits_as_combine_seeds_does():
 def test_command_rejects_a_model_without_a_bottleneck_cifar_base(capsys):
     assert main(["ela", "--model", "tiny-cnn", "--dataset", "digits", "--quick"]) == 2
     assert "use --model resnet20, resnet56 or resnet110" in capsys.readouterr().err
+
+
+def test_command_controls_remove_as_many_layers_as_ela_and_are_compared_with_it(tmp_path, capsys):
+    code = main(["ela", "--model", "resnet20", "--dataset", "digits", "--size", "8", "--channels", "3",
+                 "--quick", "--threads", "2", "--out", str(tmp_path), "--controls", "--gamma", "1.0",
+                 "--schedule", "step", "--attention-drop-path", "0.1", "--kl-norm", "paper"])
+    assert code == 0
+    doc = read_results(tmp_path)
+    by = {v["name"]: v for v in doc["variants"]}
+    assert list(by) == ["resnet", "mrla-b", "mrla-l", "ela", "ela-random", "ela-position"]
+    ela_skipped = by["ela"]["extra"]["skipped_per_seed"][0]
+    assert ela_skipped  # gamma 1 over three candidates with a spread: at least one goes
+    for control in ("ela-random", "ela-position"):
+        assert len(by[control]["extra"]["skipped_per_seed"][0]) == len(ela_skipped)
+    comps = {(c["a"], c["b"]) for c in doc["comparisons"]}
+    assert {("ela", "ela-random"), ("ela", "ela-position")} <= comps
+    ev = by["ela"]["extra"]["skip_events_per_seed"][0][0]
+    assert ev["kl_norm"] == "paper" and set(ev["kl_uniform"]) == set(ev["kl"])
+    rec = by["ela"]["extra"]["recipe"]
+    assert rec["schedule"] == "step" and rec["attention_drop_path"] == 0.1
+    for v in doc["variants"]:  # interleaved epochs: wall and CPU time per epoch
+        e = v["extra"]
+        assert len(e["epoch_process_cpu_s_per_seed"][0]) == 2 and e["epoch_process_cpu_s"] > 0
+    # the saved ELA model carries its skip set
+    fresh = build_model("resnet20-ela", (3, 8, 8), 10)
+    from layerwise.train.checkpoint import load_weights
+    load_weights(fresh, tmp_path / "seed0" / "ela" / "checkpoint.pt")
+    assert [n for n, b in mrla_blocks(fresh) if b.skip_attention] == ela_skipped
+    assert "CPU s per epoch" in capsys.readouterr().out

@@ -19,12 +19,16 @@ from .base import DatasetSplits
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered loader: ``loader(name, arg, size=, channels=, seed=) -> DatasetSplits``."""
+    """A registered loader: ``loader(name, arg, size=, channels=, seed=) -> DatasetSplits``.
+
+    A loader with named evaluation protocols (``splits``, e.g. WiDaR's ``cross-room``) also takes
+    ``split=`` (one of them, or None for its default split)."""
 
     loader: Callable[..., DatasetSplits]
     kind: Literal["image", "series"]
     arg: str | None = None  # placeholder shown by list_datasets, e.g. "DIR" or "NAME"
     summary: str = ""
+    splits: tuple[str, ...] = ()  # protocols load_dataset(split=...) accepts; () = default only
 
     def __call__(self, *args, **kwargs) -> DatasetSplits:
         return self.loader(*args, **kwargs)
@@ -34,12 +38,13 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(name: str, *, kind: Literal["image", "series"], arg: str | None = None,
-                     summary: str = ""):
-    """Register ``loader`` under ``name`` (or ``name:ARG`` when it takes an argument)."""
+                     summary: str = "", splits: tuple[str, ...] = ()):
+    """Register ``loader`` under ``name`` (or ``name:ARG`` when it takes an argument); ``splits``
+    names the protocols it accepts as ``split=`` (a pattern such as ``rooms:A-B`` is allowed)."""
 
     def deco(loader):
         key = f"{name}:{arg}" if arg else name
-        DATASETS.register(key)(DatasetEntry(loader, kind, arg, summary))
+        DATASETS.register(key)(DatasetEntry(loader, kind, arg, summary, tuple(splits)))
         return loader
 
     return deco
@@ -109,14 +114,17 @@ def check_arguments(name: object, size: object, channels: object, seed: object) 
 
 
 def load_dataset(name: str, *, size: int | tuple[int, int] | None = None,
-                 channels: int | None = None, seed: int = 0) -> DatasetSplits:
+                 channels: int | None = None, seed: int = 0, split: str | None = None) -> DatasetSplits:
     """Load a dataset by registry name, with fixed splits and train-split normalisation.
 
     ``size`` and ``channels`` resize image datasets (e.g. ``load_dataset("digits", size=32,
     channels=3)`` gives CIFAR-shaped ``(3, 32, 32)`` samples): ``size`` is a positive int or an
     (height, width) pair of ints, each at most ``MAX_SIZE`` (1024); ``channels`` is 1 or 3.
     ``seed`` (an int >= 0) only seeds randomness in generating a dataset, never the splits, which
-    are fixed so that results compare across runs. Bad arguments raise a one-line DataError.
+    are fixed so that results compare across runs. ``split`` picks a named evaluation protocol of
+    the datasets that have them (e.g. ``"cross-room"`` for ``widar:DIR``; the result is then named
+    ``widar:DIR@cross-room``); None is the dataset's default split. Bad arguments raise a one-line
+    DataError.
     """
     check_arguments(name, size, channels, seed)
     if size is not None:  # plain ints from here on (numpy integers and lists accepted above)
@@ -126,4 +134,9 @@ def load_dataset(name: str, *, size: int | tuple[int, int] | None = None,
     if entry.kind != "image" and (size is not None or channels is not None):
         raise DataError(f"size= and channels= apply to image datasets only; {name!r} is a time-series "
                         "dataset: leave them unset")
-    return entry(name, arg, size=size, channels=channels, seed=seed)
+    if split is None:
+        return entry(name, arg, size=size, channels=channels, seed=seed)
+    if not entry.splits:
+        raise DataError(f"dataset {name!r} has one fixed split and takes no split={split!r} (--split): leave it unset")
+    # the protocol joins the name (results' dataset label, cached base models): "widar:DIR@cross-room"
+    return entry(f"{name}@{split}", arg, size=size, channels=channels, seed=seed, split=split)

@@ -30,8 +30,10 @@ Where the paper is ambiguous, and what we chose (also in docs/ela.md):
    gives windows (epochs 1-3, 45-48, 91-93 of 180 on CIFAR): skipping happens at the end of each
    window and is cumulative. Shorter runs scale those windows (config.paper_windows).
 6. Algorithm 1 calls the threshold both epsilon (parameters) and mu (step 7): it is mu.
-7. min-max normalisation with max(S) = min(S) (one value, or all equal) is 0/0: all of S is taken
-   to be at the minimum (x' = 0), which Algorithm 1 always skips whenever mu > 0.
+7. min-max normalisation with max(S) = min(S) (one value, or all equal) is 0/0: nothing is skipped
+   then, and no decision skips every candidate (the rules in :mod:`.ebqm`). By default the KL that
+   EBQM sees is divided by eq. (8) between uniform attention at the same position (``kl_norm``,
+   :mod:`.config`); the paper's raw eq. (8) is ``kl_norm="paper"``. Both are recorded.
 8. Eq. (8) pads P with epsilon and does not renormalise: kept as written (epsilon = 1e-8).
 9. Table 6's Normal and Gamma have no stated parameters: moment-matched to Beta(alpha, beta).
    Table 7's GQM/EQM (Algorithm 2): quantile mapping with the Hazen position (rank - 0.5)/n
@@ -40,21 +42,21 @@ Where the paper is ambiguous, and what we chose (also in docs/ela.md):
    given: the threshold is a parameter (``kl_threshold``) and the fixed count is matched to the
    count EBQM skipped in the same run.
 10. MRLA-L has no distribution over layers; its probe is softmax_s(Q_t . K_s / sqrt(d)) from its own
-    Q and K (REFERENCE.md, an inference). ELA itself is built on MRLA-B (the layer with the lists).
+    Q and K (our inference, not from the paper). ELA itself is built on MRLA-B (the layer with the lists).
 """
 
 from .capture import AttentionCapture, AttentionLayer, active_stages, capture_distributions, find_attention_layers
-from .config import MAPPINGS, STRATEGIES, ElaConfig, paper_windows
-from .ebqm import Selection, ebqm, fixed_selection, select, threshold_selection
-from .kl import adjacent_kl, padded_kl
+from .config import KL_NORMS, MAPPINGS, STRATEGIES, ElaConfig, paper_windows
+from .ebqm import Selection, ebqm, fixed_selection, position_selection, random_selection, select, threshold_selection
+from .kl import adjacent_kl, normalised_kl, padded_kl, uniform_kl
 from .schedule import SkipEvent, SkipSchedule
 from .step_timing import StepTime, compare_train_steps
 from .training import ElaTrainResult, train_ela
 
 __all__ = [
-    "MAPPINGS", "STRATEGIES", "AttentionCapture", "AttentionLayer", "ElaConfig", "ElaTrainResult", "Selection",
+    "KL_NORMS", "MAPPINGS", "STRATEGIES", "AttentionCapture", "AttentionLayer", "ElaConfig", "ElaTrainResult", "Selection",
     "SkipEvent", "SkipSchedule", "StepTime", "active_stages", "adjacent_kl", "capture_distributions",
     "compare_train_steps", "ebqm",
-    "find_attention_layers", "fixed_selection", "padded_kl", "paper_windows", "select", "threshold_selection",
-    "train_ela",
+    "find_attention_layers", "fixed_selection", "normalised_kl", "padded_kl", "paper_windows",
+    "position_selection", "random_selection", "select", "threshold_selection", "train_ela", "uniform_kl",
 ]

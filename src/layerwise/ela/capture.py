@@ -2,7 +2,7 @@
 
 MRLA-B: the softmax of the layer itself, averaged over batch and heads. MRLA-L has no distribution
 over layers (one sigmoid gate per head); its probe is softmax_s(Q_t . K_s / sqrt(d)) over the keys
-of the stage's layers so far, from MRLA-L's own Q and K, under no_grad (REFERENCE.md; not from the
+of the stage's layers so far, from MRLA-L's own Q and K, under no_grad (our inference; not from the
 paper). Hooks live only inside the ``with`` block.
 """
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ..errors import LayerwiseError
 
-STRATEGIES = ("ebqm", "threshold", "fixed")
+STRATEGIES = ("ebqm", "threshold", "fixed", "random", "position")
+KL_NORMS = ("uniform", "paper")
 MAPPINGS = ("beta", "normal", "gamma", "gqm", "eqm", "identity")
 # The paper's CIFAR schedule (Sec. 4.1): KL averaged over epochs 1-3, 45-48 and 91-93 of 180.
 PAPER_WINDOWS = ((1, 3), (45, 48), (91, 93))
@@ -47,6 +48,17 @@ class ElaConfig:
     moment-matched to Beta(alpha, beta)), ``"gqm"``/``"eqm"`` (Table 7, Algorithm 2 quantile
     mapping onto Gamma(``gqm_shape``, 1) / Exponential(1)), ``"identity"`` (no reshaping: the single
     threshold of Sec. 3.3). ``gamma`` is not given in the paper: 0.5 is our choice.
+
+    ``kl_norm``: which KL the decision uses. ``"paper"`` is eq. (8) as written; ``"uniform"`` (the
+    default) divides it by eq. (8) between uniform attention over t and t + 1 layers at the same
+    position, log((t + 1) / t) (:func:`~layerwise.ela.kl.uniform_kl`): eq. (8) alone is larger for
+    early positions whatever the layers learned (0.69 at t = 1, 0.18 at t = 5), so pooling it over
+    every position and stage, as Algorithm 1 does, removes late layers of a stage first. Both values
+    are recorded in every decision.
+
+    Controls (not from the paper): ``"random"`` removes ``fixed_counts[i]`` candidates drawn at
+    random (``random_seed``), ``"position"`` removes ``fixed_counts[i]`` candidates at evenly spaced
+    positions of the forward order; neither looks at the KL.
     """
 
     windows: tuple[tuple[int, int], ...] | None = None
@@ -60,6 +72,8 @@ class ElaConfig:
     fixed_counts: tuple[int, ...] = (1,)
     epsilon: float = 1e-8  # the "infinitesimally small" padding of eq. (8)
     gqm_shape: float = 2.0
+    kl_norm: str = "uniform"
+    random_seed: int = 0
 
     def resolved_windows(self, epochs: int) -> tuple[tuple[int, int], ...]:
         return tuple(tuple(w) for w in self.windows) if self.windows is not None else paper_windows(epochs)
@@ -79,11 +93,13 @@ class ElaConfig:
             raise bad(f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")
         if self.mapping not in MAPPINGS:
             raise bad(f"mapping={self.mapping!r}; use one of {', '.join(MAPPINGS)}")
+        if self.kl_norm not in KL_NORMS:
+            raise bad(f"kl_norm={self.kl_norm!r}; use one of {', '.join(KL_NORMS)}")
         if not self.epsilon > 0:
             raise bad(f"epsilon={self.epsilon} must be a small positive number such as 1e-8")
         if not self.gqm_shape > 0:
             raise bad(f"gqm_shape={self.gqm_shape} must be positive")
-        if self.strategy == "fixed" and (not self.fixed_counts or min(self.fixed_counts) < 0):
+        if self.strategy in ("fixed", "random", "position") and (not self.fixed_counts or min(self.fixed_counts) < 0):
             raise bad(f"fixed_counts={self.fixed_counts} needs non-negative layer counts, e.g. (2,)")
         if epochs < 1:
             raise bad(f"ELA needs at least one training epoch, not {epochs}")

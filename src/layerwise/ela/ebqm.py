@@ -1,6 +1,22 @@
 """Algorithm 1 (EBQM) and the ablations of Tables 4, 6 and 7: which layers to skip given their KL.
 
 All functions take the KL values of the candidate layers and return a boolean mask (True = skip).
+
+Degenerate cases of Algorithm 1, and the rule used (the paper does not cover them):
+
+* No spread (rule "no-spread"): when S_gamma holds fewer than two distinct values (one candidate,
+  or every member tied), step 5's min-max normalisation is 0/0 and the KL cannot tell the layers
+  apart. Taking them all to be at the minimum would skip all of them (and with a few candidates,
+  repeated windows would then remove every attention layer whatever its KL); nothing is skipped.
+* Never everything (rule "keep-one"): if a decision would skip every candidate (possible when
+  gamma = 1 and the mapping puts the largest value below mu, e.g. the Normal mapping with mu near
+  1), the candidates with the largest KL are kept.
+* Ties: equal KL values always get the same decision (step 7 depends on the value only).
+
+With n candidates and gamma, S_gamma holds about gamma * n values, and Algorithm 1 always skips its
+smallest member when it has a spread (x' = 0 maps to y = 0 < mu): on ResNet-20 (three candidates,
+gamma 0.5) the first window removes the layer with the smallest KL, and the next windows, with
+two candidates and one value in S_gamma, remove nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ class Selection:
     in_subset: list[bool] | None = None  # x_i <= Q_gamma
     normalised: list[float | None] | None = None  # x'_j (step 5), None outside S_gamma
     mapped: list[float | None] | None = None  # y_j (step 6), None outside S_gamma
+    rule: str | None = None  # the degenerate-case rule applied ("no-spread", "keep-one"), if any
 
 
 def _as_array(kl: Sequence[float]) -> np.ndarray:
@@ -74,7 +91,10 @@ def reshape(subset: np.ndarray, config: ElaConfig) -> tuple[np.ndarray, np.ndarr
 
 
 def ebqm(kl: Sequence[float], config: ElaConfig) -> Selection:
-    """Algorithm 1: skip the layers of S_gamma whose mapped normalised KL is below mu."""
+    """Algorithm 1: skip the layers of S_gamma whose mapped normalised KL is below mu.
+
+    The degenerate cases follow the module's rules: no spread in S_gamma skips nothing, and a
+    decision never skips every candidate."""
     x = _as_array(kl)
     if len(x) == 0:
         return Selection([], None, [], [], [])
@@ -82,12 +102,19 @@ def ebqm(kl: Sequence[float], config: ElaConfig) -> Selection:
     in_s = x <= q  # S_gamma = {x_i | x_i <= Q_gamma}
     norm, mapped = reshape(x[in_s], config)  # steps 5-6
     skip = np.zeros(len(x), dtype=bool)
-    skip[np.flatnonzero(in_s)] = mapped < config.mu  # step 7: y_j < mu -> skip
+    rule = None
+    if len(np.unique(x[in_s])) < 2:  # rule "no-spread": min-max is 0/0, the KL tells nothing apart
+        rule = "no-spread"
+    else:
+        skip[np.flatnonzero(in_s)] = mapped < config.mu  # step 7: y_j < mu -> skip
+        if skip.all():  # rule "keep-one": never remove every candidate
+            rule = "keep-one"
+            skip[x == x.max()] = False
     full_norm: list[float | None] = [None] * len(x)
     full_map: list[float | None] = [None] * len(x)
     for j, i in enumerate(np.flatnonzero(in_s)):
         full_norm[i], full_map[i] = float(norm[j]), float(mapped[j])
-    return Selection(skip.tolist(), q, in_s.tolist(), full_norm, full_map)
+    return Selection(skip.tolist(), q, in_s.tolist(), full_norm, full_map, rule)
 
 
 def threshold_selection(kl: Sequence[float], threshold: float) -> Selection:
@@ -104,11 +131,34 @@ def fixed_selection(kl: Sequence[float], count: int) -> Selection:
     return Selection(skip.tolist())
 
 
+def random_selection(n: int, count: int, seed: int, window_index: int = 0) -> Selection:
+    """Control: skip ``count`` of ``n`` candidates drawn uniformly at random (no KL involved).
+    The draw depends only on ``(seed, window_index)``."""
+    rng = np.random.default_rng([int(seed), int(window_index)])
+    skip = np.zeros(n, dtype=bool)
+    skip[rng.choice(n, size=max(0, min(count, n)), replace=False)] = True
+    return Selection(skip.tolist())
+
+
+def position_selection(n: int, count: int) -> Selection:
+    """Control: skip ``count`` of ``n`` candidates (in forward order) at evenly spaced positions,
+    index floor((i + 0.5) n / count) for i = 0..count-1 (e.g. 2 of 10: the 3rd and 8th)."""
+    count = max(0, min(count, n))
+    skip = np.zeros(n, dtype=bool)
+    skip[[int(np.floor((i + 0.5) * n / count)) for i in range(count)]] = True
+    return Selection(skip.tolist())
+
+
 def select(kl: Sequence[float], config: ElaConfig, window_index: int = 0) -> Selection:
-    """The configured strategy applied to one window's KL values."""
+    """The configured strategy applied to one window's KL values (candidates in forward order)."""
     if config.strategy == "threshold":
         return threshold_selection(kl, config.kl_threshold)
-    if config.strategy == "fixed":
+    if config.strategy in ("fixed", "random", "position"):
         counts = config.fixed_counts
-        return fixed_selection(kl, counts[min(window_index, len(counts) - 1)])
+        count = counts[min(window_index, len(counts) - 1)]
+        if config.strategy == "random":
+            return random_selection(len(kl), count, config.random_seed, window_index)
+        if config.strategy == "position":
+            return position_selection(len(kl), count)
+        return fixed_selection(kl, count)
     return ebqm(kl, config)

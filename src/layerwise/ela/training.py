@@ -53,15 +53,18 @@ class _EpochBatches:
 
 
 def train_ela(model: nn.Module, data: DatasetSplits, config: TrainConfig, ela: ElaConfig | None = None, *,
-              out_dir: str | Path | None = None, progress: Callable | None = None) -> ElaTrainResult:
+              out_dir: str | Path | None = None, progress: Callable | None = None,
+              count_source: Callable[[int], int] | None = None) -> ElaTrainResult:
     """Train ``model`` (an MRLA network) while removing redundant attention layers (ELA).
 
-    Every skipped layer's ``skip_attention`` is True when this returns; ``result.schedule.events``
-    records when and why each was skipped. Single process only (the skip decision is local).
+    Every skipped layer's ``skip_attention`` is True when this returns (and saved with the weights:
+    it is a buffer of the model); ``result.schedule.events`` records when and why each was
+    skipped. ``count_source(window_index)`` gives the count-matched strategies (fixed, random,
+    position) their count at each window's end. Single process only (the skip decision is local).
     """
     ela = ela or ElaConfig()
     layers = find_attention_layers(model)
-    schedule = SkipSchedule(layers, ela, config.epochs)
+    schedule = SkipSchedule(layers, ela, config.epochs, count_source=count_source)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         raise LayerwiseError("ELA's skipping runs in a single process: train without torchrun")
     capture = AttentionCapture(layers)

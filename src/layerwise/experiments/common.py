@@ -52,6 +52,7 @@ class RunSpec:
     train_limit: int | None = None     # a stratified subset of the training split (shorter runs)
     val_limit: int | None = None       # a stratified subset of the validation split (cheaper calibration)
     augment: bool = False              # random crop (and flip where the data allows) when training
+    split: str | None = None           # a dataset's named evaluation protocol (e.g. widar's cross-room)
 
 
 @dataclass
@@ -84,6 +85,10 @@ def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True, trai
                         "the test split is never cut)")
     p.add_argument("--val-limit", type=int, metavar="N",
                    help="calibrate and select on a fixed, stratified subset of N validation samples")
+    p.add_argument("--split", metavar="PROTOCOL",
+                   help="a dataset's named evaluation protocol instead of its default split, e.g. "
+                        "cross-room for widar:DIR (train on room 1's train users, test on room 2's "
+                        "held-out users); default: the dataset's fixed split")
     if training:
         p.add_argument("--augment", action="store_true",
                        help="train with random crops (4-pixel zero padding) and, where the dataset allows "
@@ -95,7 +100,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    device=args.device, seed=args.seed, threads=args.threads, out=args.out,
                    checkpoint=getattr(args, "checkpoint", None),
                    train_limit=getattr(args, "train_limit", None), val_limit=getattr(args, "val_limit", None),
-                   augment=bool(getattr(args, "augment", False)))
+                   augment=bool(getattr(args, "augment", False)), split=getattr(args, "split", None))
 
 
 def fmt_count(n: int | None) -> str:
@@ -189,7 +194,7 @@ def load_data_for_model(spec: RunSpec) -> DatasetSplits:
 
 
 def _load_for_model(spec: RunSpec) -> DatasetSplits:
-    data = load_dataset(spec.dataset, size=spec.size, channels=spec.channels, seed=spec.seed)
+    data = load_dataset(spec.dataset, size=spec.size, channels=spec.channels, seed=spec.seed, split=spec.split)
     if data.kind != "image" or spec.size is not None:
         return data
     try:
@@ -203,7 +208,8 @@ def _load_for_model(spec: RunSpec) -> DatasetSplits:
     log.warning("%s is %s; %s needs a larger input: resizing to %s (pass --size to choose)",
                 spec.dataset, "x".join(map(str, data.input_shape)), spec.model,
                 "x".join(map(str, (channels, *preferred[1:]))))
-    return load_dataset(spec.dataset, size=tuple(preferred[1:]), channels=channels, seed=spec.seed)
+    return load_dataset(spec.dataset, size=tuple(preferred[1:]), channels=channels, seed=spec.seed,
+                        split=spec.split)
 
 
 def build_for_data(spec: RunSpec, data: DatasetSplits, **model_kwargs) -> nn.Module:

@@ -1,10 +1,17 @@
 """``layerwise ela``: ResNet vs MRLA-B vs MRLA-L vs ELA, trained with the same seed and recipe.
 
-Every variant is trained with ``layerwise.train.train`` (ELA through ``layerwise.ela.train_ela``)
-one after another, the order rotated with the seed; per-epoch wall time is the loop's own
-training time (validation excluded). Because the machine may be shared, the training-step time of
-the four trained models is also measured side by side (interleaved round-robin), and that ratio is
-the fair one. ``--ablation`` adds the EBQM ablations (Tables 4, 6, 7) as further ELA variants.
+Every variant is trained with ``layerwise.train.train`` (ELA through ``layerwise.ela.train_ela``);
+the variants of one seed train with alternating epochs (``layerwise.ela.interleave``): round r runs
+epoch r of every variant, in an order that rotates each round, one at a time, so machine-load drift
+falls on all of them alike. Per-epoch wall time is the loop's own training time (validation
+excluded), with the thread and process CPU time beside it. The training-step time of the four
+trained models is also measured side by side over several batches and rounds.
+
+``--ablation`` adds the EBQM ablations (Tables 4, 6, 7) and ELA with the other KL normalisation as
+further ELA variants; ``--controls`` adds two controls that remove as many attention layers as ELA
+did, window by window, without looking at the KL: at random (``ela-random``, drawn with the seed)
+and at evenly spaced positions (``ela-position``); ``--gamma-sweep`` adds ELA with other EBQM
+quantiles (``ela-q0.25`` ...). Each is compared with ELA on the same test images.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from torch.utils.data import Subset
 
 from ..data import DatasetSplits, make_loader
 from ..ela import ElaConfig, capture_distributions, find_attention_layers, train_ela
+from ..ela.config import KL_NORMS
+from ..ela.interleave import train_interleaved
 from ..ela.step_timing import compare_train_steps
 from ..errors import LayerwiseError
 from ..evidence import combine_seeds, with_statistics
@@ -45,7 +54,13 @@ ABLATIONS: dict[str, dict] = {  # Table 4 (strategies), Table 6 (distributions),
     "ela-gqm": {"mapping": "gqm"},
     "ela-eqm": {"mapping": "eqm"},
 }
+#: controls: as many layers as ELA removed at each window, chosen without the KL
+CONTROLS: dict[str, dict] = {"ela-random": {"strategy": "random"}, "ela-position": {"strategy": "position"}}
+#: variants whose count follows ELA's decisions: they train right after ELA in every round
+COUNT_MATCHED = ("ela-fixed", "ela-random", "ela-position")
 BASES = ("resnet20", "resnet56", "resnet110")
+SCHEDULES = ("cosine", "step")
+PAPER_STEP_EPOCHS = (100, 150)  # the reference CIFAR recipe: lr / 10 at epochs 100 and 150 of 180
 #: paired comparisons on the same test images (method variant, rival); with --ablation each
 #: ablation is also compared with ela
 COMPARE = (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet"))
@@ -63,9 +78,37 @@ class ElaOptions:
     ela: ElaConfig = field(default_factory=ElaConfig)
     ablation: bool = False
     quick: bool = False
-    step_rounds: int = 8
+    step_rounds: int = 20
+    step_batches: int = 4  # distinct batches the step-time rounds cycle through
     latency_n: int = 30
     train_limit: int | None = None  # use only the first N training samples (a shorter run)
+    controls: bool = False
+    gamma_sweep: tuple[float, ...] = ()
+    schedule: str = "cosine"
+    attention_drop_path: float = 0.0
+
+    def variant_names(self) -> list[str]:
+        names = list(VARIANTS)
+        if self.ablation:
+            names += list(ABLATIONS) + [other_norm_variant(self.ela.kl_norm)]
+        if self.controls:
+            names += list(CONTROLS)
+        names += [gamma_variant(g) for g in self.gamma_sweep]
+        return list(dict.fromkeys(names))
+
+
+def other_norm_variant(kl_norm: str) -> str:
+    """ELA deciding on the KL normalisation the main ``ela`` variant does NOT use."""
+    return "ela-kl-" + next(n for n in KL_NORMS if n != kl_norm)
+
+
+def gamma_variant(gamma: float) -> str:
+    return f"ela-q{gamma:g}"
+
+
+def step_milestones(epochs: int) -> tuple[int, ...]:
+    """The reference's lr / 10 at epochs 100 and 150 of 180, scaled to ``epochs`` (distinct, >= 1)."""
+    return tuple(sorted({max(1, int(round(m * epochs / 180))) for m in PAPER_STEP_EPOCHS}))
 
 
 @dataclass
@@ -84,6 +127,8 @@ class VariantRun:
     kl_history: list[dict] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
     test_hits: torch.Tensor | None = field(default=None, repr=False)  # per test image, test order
+    thread_cpu_times: list[float] = field(default_factory=list)  # per epoch, the training thread
+    process_cpu_times: list[float] = field(default_factory=list)  # per epoch, all threads of the process
 
 
 @dataclass
@@ -113,45 +158,80 @@ def _quick_data(data: DatasetSplits) -> DatasetSplits:
                                test=Subset(data.test, range(min(64, len(data.test)))))
 
 
-def _ela_config(opts: ElaOptions, variant: str, ebqm_counts: list[int] | None) -> ElaConfig:
-    changes = dict(ABLATIONS.get(variant, {}))
-    if changes.get("strategy") == "fixed":  # Table 4: as many as EBQM removed, window by window
-        changes["fixed_counts"] = tuple(ebqm_counts) if ebqm_counts else (1,)
+def _ela_config(opts: ElaOptions, variant: str, seed: int = 0) -> ElaConfig:
+    changes = dict(ABLATIONS.get(variant, CONTROLS.get(variant, {})))
+    if variant.startswith("ela-kl-"):
+        changes["kl_norm"] = variant.removeprefix("ela-kl-")
+    elif variant.startswith("ela-q"):
+        changes["gamma"] = float(variant.removeprefix("ela-q"))
+    if variant in CONTROLS:
+        changes["random_seed"] = seed
     return dataclasses.replace(opts.ela, **changes)
 
 
-def _train_variant(spec: RunSpec, data: DatasetSplits, opts: ElaOptions, variant: str, seed: int, base: str,
-                   directory: Path, progress, ebqm_counts: list[int] | None) -> VariantRun:
-    name = model_name(base, variant)
-    seed_everything(seed)
-    kwargs = {} if variant == "resnet" or variant == "mrla-l" else {"values": opts.values}
-    model = build_model(name, data.input_shape, data.num_classes, **kwargs).to(spec.device)
-    config = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
-                         weight_decay=opts.weight_decay, schedule="cosine", seed=seed, device=spec.device,
-                         augment=spec.augment)
-    where = directory / f"seed{seed}" / variant
-    log.info("training %s (%s), seed %d", variant, name, seed)
-    run = VariantRun(variant, name, seed, 0.0, 0.0, [], [])
-    if variant.startswith("ela"):
-        res = train_ela(model, data, config, _ela_config(opts, variant, ebqm_counts), out_dir=where,
-                        progress=progress)
-        tr = res.train
-        run.skipped = res.skipped
-        run.events = [e.to_json() for e in res.schedule.events]
-        run.kl_history = res.schedule.kl_history
-    else:
-        tr = train(model, data, config, out_dir=where, progress=progress)
-    if tr.interrupted:
-        raise KeyboardInterrupt
-    # the final test accuracy and, from the same pass, which test images the model got right
-    pred = predict(model, data.test, device=spec.device)
-    run.test_hits = (pred.predicted == pred.targets).cpu()
-    run.test_accuracy = int(run.test_hits.sum()) / run.test_hits.numel()
-    run.val_accuracy = tr.final_val_acc
-    run.epoch_times = [h.time_s for h in tr.history]
-    run.history = [asdict(h) for h in tr.history]
-    run.model = model
-    return run
+def _train_config(opts: ElaOptions, spec: RunSpec, seed: int) -> TrainConfig:
+    return TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
+                       weight_decay=opts.weight_decay, schedule=opts.schedule,
+                       step_milestones=step_milestones(opts.epochs) if opts.schedule == "step" else (),
+                       seed=seed, device=spec.device, augment=spec.augment)
+
+
+def _skipped_count(model: nn.Module) -> int:
+    return sum(b.skip_attention for _, b in mrla_blocks(model))
+
+
+def _train_seed(spec: RunSpec, data: DatasetSplits, opts: ElaOptions, names: list[str], seed: int, base: str,
+                directory: Path, progress) -> dict[str, VariantRun]:
+    """Every variant of one seed, trained with alternating epochs (rotating order)."""
+    models: dict[str, nn.Module] = {}
+    for variant in names:  # each built from the same seed, as if it were trained alone
+        seed_everything(seed)
+        kwargs = {} if variant == "resnet" else {"attention_drop_path": opts.attention_drop_path}
+        if variant not in ("resnet", "mrla-l"):
+            kwargs["values"] = opts.values
+        models[variant] = build_model(model_name(base, variant), data.input_shape, data.num_classes,
+                                      **kwargs).to(spec.device)
+    config = _train_config(opts, spec, seed)
+
+    def job(variant: str):
+        model, where = models[variant], directory / f"seed{seed}" / variant
+
+        def run(factory):
+            log.info("training %s (%s), seed %d", variant, model_name(base, variant), seed)
+            if not variant.startswith("ela"):
+                return train(model, data, config, out_dir=where, progress=factory)
+            count = None
+            if variant in COUNT_MATCHED:  # as many as ELA has removed by now, minus those already removed here
+                count = lambda w: _skipped_count(models["ela"]) - _skipped_count(model)  # noqa: E731
+            return train_ela(model, data, config, _ela_config(opts, variant, seed), out_dir=where,
+                             progress=factory, count_source=count)
+        return run
+
+    done = train_interleaved({v: job(v) for v in names}, opts.epochs, progress=progress,
+                             after={v: "ela" for v in COUNT_MATCHED if v in names})
+    runs = {}
+    for variant in names:
+        res, model = done[variant].result, models[variant]
+        tr = res.train if variant.startswith("ela") else res
+        if tr.interrupted:
+            raise KeyboardInterrupt
+        run = VariantRun(variant, model_name(base, variant), seed, 0.0, 0.0, [], [])
+        if variant.startswith("ela"):
+            run.skipped = res.skipped
+            run.events = [e.to_json() for e in res.schedule.events]
+            run.kl_history = res.schedule.kl_history
+        # the final test accuracy and, from the same pass, which test images the model got right
+        pred = predict(model, data.test, device=spec.device)
+        run.test_hits = (pred.predicted == pred.targets).cpu()
+        run.test_accuracy = int(run.test_hits.sum()) / run.test_hits.numel()
+        run.val_accuracy = tr.final_val_acc
+        run.epoch_times = [h.time_s for h in tr.history]
+        run.history = [asdict(h) for h in tr.history]
+        run.thread_cpu_times = [c.thread_cpu_s for c in done[variant].cpu]
+        run.process_cpu_times = [c.process_cpu_s for c in done[variant].cpu]
+        run.model = model
+        runs[variant] = run
+    return runs
 
 
 @contextlib.contextmanager
@@ -197,16 +277,11 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
         data = dataclasses.replace(data, train=Subset(data.train, range(min(opts.train_limit, len(data.train)))))
     opts.ela.validate(opts.epochs)
     directory = out_dir(spec, "ela")
-    names = list(VARIANTS) + (list(ABLATIONS) if opts.ablation else [])
+    names = opts.variant_names()
 
     runs: list[VariantRun] = []
     for i, seed in enumerate(opts.seeds):
-        order = names[i % len(names):] + names[:i % len(names)]  # rotate: no variant always trains first
-        order = [n for n in order if n != "ela-fixed"] + (["ela-fixed"] if "ela-fixed" in order else [])
-        seed_runs: dict[str, VariantRun] = {}
-        for variant in order:
-            counts = [len(e["skipped"]) for e in seed_runs["ela"].events] if "ela" in seed_runs else None
-            seed_runs[variant] = _train_variant(spec, data, opts, variant, seed, base, directory, progress, counts)
+        seed_runs = _train_seed(spec, data, opts, names, seed, base, directory, progress)
         runs += [seed_runs[n] for n in names]
         if i > 0:
             for r in runs[-len(names):]:
@@ -215,10 +290,14 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
     first = {r.name: r for r in runs if r.seed == opts.seeds[0]}
     models = {n: first[n].model for n in names}
     x1 = example_input(data, 1, spec.device)
-    batch = next(iter(make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seeds[0])))
-    log.info("timing training steps side by side (%d rounds)", opts.step_rounds)
-    steps = compare_train_steps({n: models[n] for n in VARIANTS}, batch[0].to(spec.device),
-                                batch[1].to(spec.device), rounds=opts.step_rounds, warmup=2, threads=threads)
+    batches = []
+    for bx, by in make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seeds[0]):
+        batches.append((bx.to(spec.device), by.to(spec.device)))
+        if len(batches) >= opts.step_batches:
+            break
+    log.info("timing training steps side by side (%d rounds over %d batches)", opts.step_rounds, len(batches))
+    steps = compare_train_steps({n: models[n] for n in VARIANTS}, batches, rounds=opts.step_rounds, warmup=2,
+                                threads=threads)
     lat = compare_latency({n: (models[n], x1) for n in VARIANTS}, n=opts.latency_n, warmup=3, threads=threads)
 
     val_loader = make_loader(data.val, 64)
@@ -231,6 +310,8 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
         accs = [r.test_accuracy for r in seeds_runs]
         all_times = [t for r in seeds_runs for t in r.epoch_times]
         med, iqr = _median_iqr(all_times)
+        cpu_t = _median_iqr([t for r in seeds_runs for t in r.thread_cpu_times] or [float("nan")])
+        cpu_p = _median_iqr([t for r in seeds_runs for t in r.process_cpu_times] or [float("nan")])
         model = models[n]
         with _counting(model, all_layers=True):
             macs = count_macs(model, x1).total
@@ -246,13 +327,22 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
             "epoch_time_s": med,
             "epoch_time_iqr_s": iqr,
             "epoch_time_source": "median over all epochs of all seeds of the training loop's own time "
-                                 "(validation excluded); variants trained one after another",
+                                 "(validation excluded); the variants of a seed trained with alternating "
+                                 "epochs, one at a time, in an order rotating each round",
             "epoch_times_s_per_seed": [r.epoch_times for r in seeds_runs],
+            "epoch_thread_cpu_s": cpu_t[0], "epoch_thread_cpu_iqr_s": cpu_t[1],
+            "epoch_process_cpu_s": cpu_p[0], "epoch_process_cpu_iqr_s": cpu_p[1],
+            "epoch_cpu_source": "time.thread_time of the training thread / time.process_time of the whole "
+                                "process (intra-op threads included) from the first to the last batch",
+            "epoch_thread_cpu_s_per_seed": [r.thread_cpu_times for r in seeds_runs],
+            "epoch_process_cpu_s_per_seed": [r.process_cpu_times for r in seeds_runs],
             "latency_ms": "not measured for ablation variants (see ela)" if n not in lat else None,
             "peak_mem_bytes": "not measured: ELA is a training-time method; see step_time_ms",
             "energy_j": "not measured: no energy counter is used for training runs here",
             "recipe": {"epochs": opts.epochs, "batch_size": opts.batch_size, "optimizer": opts.optimizer,
-                       "lr": opts.lr, "weight_decay": opts.weight_decay, "schedule": "cosine",
+                       "lr": opts.lr, "weight_decay": opts.weight_decay, "schedule": opts.schedule,
+                       "step_milestones": list(step_milestones(opts.epochs)) if opts.schedule == "step" else [],
+                       "augment": spec.augment, "attention_drop_path": opts.attention_drop_path,
                        "quick": opts.quick, "train_samples": len(data.train), "val_samples": len(data.val),
                        "test_samples": len(data.test)},
             "history_first_seed": first[n].history,
@@ -265,9 +355,15 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
         if n != "resnet":
             extra["attention_layers"] = len(mrla_blocks(model))
         if n.startswith("ela"):
-            extra["ela_config"] = asdict(_ela_config(opts, n, None))
+            extra["ela_config"] = asdict(_ela_config(opts, n, opts.seeds[0]))
+            if n in COUNT_MATCHED:
+                extra["ela_config"]["fixed_counts"] = "as many as ela removed at each window (same seed)"
+            if n in CONTROLS:
+                extra["ela_config"]["random_seed"] = "the run's seed" if n == "ela-random" else None
             extra["windows"] = [list(w) for w in opts.ela.resolved_windows(opts.epochs)]
             extra["skipped_per_seed"] = [r.skipped for r in seeds_runs]
+            extra["skip_set_saved_as"] = ("the boolean buffers <block>.attention_skip of the model's state dict "
+                                          "(seed*/" + n + "/checkpoint.pt): loading restores the skip set")
             extra["skip_events_per_seed"] = [r.events for r in seeds_runs]
             extra["kl_history_first_seed"] = first[n].kl_history
         variants.append(Variant(
@@ -291,8 +387,10 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
 
 
 def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """ELA against MRLA-B, MRLA-L and ResNet; each ablation (when trained) against ELA."""
-    return list(COMPARE) + [(n, "ela") for n in names if n in ABLATIONS]
+    """ELA against MRLA-B, MRLA-L and ResNet and against each control; each ablation, KL
+    normalisation and gamma of the sweep (when trained) against ELA."""
+    return list(COMPARE) + [("ela", n) for n in names if n in CONTROLS] + \
+        [(n, "ela") for n in names if n.startswith("ela-") and n not in CONTROLS]
 
 
 def with_evidence(results: Results, runs: list[VariantRun], seeds: list[int],
@@ -374,22 +472,45 @@ def add_arguments(p) -> None:
     p.add_argument("--beta", type=float, default=1.0, help="Beta beta (paper, CIFAR: 1)")
     p.add_argument("--mu", type=float, default=0.3, help="EBQM threshold (paper, CIFAR: 0.3)")
     p.add_argument("--kl-threshold", type=float, default=0.05, help="raw KL threshold of the threshold ablation")
-    p.add_argument("--ablation", action="store_true", help="also train the Table 4/6/7 ablations")
+    p.add_argument("--kl-norm", choices=KL_NORMS, default="uniform",
+                   help="KL that EBQM ranks: eq. 8 divided by its value for uniform attention at the same "
+                        "position (uniform, comparable across positions) or eq. 8 as in the paper (paper)")
+    p.add_argument("--ablation", action="store_true",
+                   help="also train the Table 4/6/7 ablations and ELA with the other --kl-norm")
+    p.add_argument("--controls", action="store_true",
+                   help="also train ela-random and ela-position: as many layers removed as ELA, chosen at "
+                        "random / at evenly spaced positions, without the KL")
+    p.add_argument("--gamma-sweep", type=float, nargs="+", metavar="GAMMA", default=(),
+                   help="also train ELA with these EBQM quantiles (variants ela-q<GAMMA>)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="learning-rate schedule; step: lr / 10 at 100/180 and 150/180 of the epochs "
+                        "(the reference CIFAR recipe)")
+    p.add_argument("--attention-drop-path", type=float, default=0.0, metavar="P",
+                   help="drop-path on the attention branch of MRLA/ELA blocks (reference recipe: 0.2)")
     p.add_argument("--quick", action="store_true", help="a few samples and 2 epochs: a smoke test")
-    p.add_argument("--step-rounds", type=int, default=8, help="interleaved training steps per variant")
+    p.add_argument("--step-rounds", type=int, default=20, help="interleaved training steps per variant")
+    p.add_argument("--step-batches", type=int, default=4, help="distinct batches the step rounds cycle through")
 
 
 def options_from_args(args) -> ElaOptions:
     epochs = 2 if args.quick else args.epochs
     windows = _windows(args.windows) if args.windows else (((1, 1),) if args.quick else None)
     ela = ElaConfig(windows=windows, gamma=args.gamma, alpha=args.alpha, beta=args.beta, mu=args.mu,
-                    kl_threshold=args.kl_threshold)
+                    kl_threshold=args.kl_threshold, kl_norm=args.kl_norm)
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 3e-3)
+    for g in args.gamma_sweep:
+        if not 0.0 < g <= 1.0:
+            raise LayerwiseError(f"--gamma-sweep {g:g}: each value is an EBQM quantile in (0, 1], e.g. 0.25 0.75")
+    if args.step_rounds < 1 or args.step_batches < 1:
+        raise LayerwiseError(f"--step-rounds {args.step_rounds} / --step-batches {args.step_batches}: use 1 or more")
     return ElaOptions(epochs=epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
                       weight_decay=args.weight_decay, seeds=tuple(args.seeds or [args.seed]), values=args.values,
                       ela=ela, ablation=args.ablation, quick=args.quick,
-                      step_rounds=1 if args.quick else args.step_rounds, latency_n=2 if args.quick else 30,
-                      train_limit=None)   # --train-limit: a stratified subset, in load_data_for_model
+                      step_rounds=1 if args.quick else args.step_rounds,
+                      step_batches=1 if args.quick else args.step_batches, latency_n=2 if args.quick else 30,
+                      train_limit=None,   # --train-limit: a stratified subset, in load_data_for_model
+                      controls=args.controls, gamma_sweep=tuple(dict.fromkeys(args.gamma_sweep)),
+                      schedule=args.schedule, attention_drop_path=args.attention_drop_path)
 
 
 def report_text(out: ElaOutput) -> str:
@@ -419,13 +540,20 @@ def report_text(out: ElaOutput) -> str:
         text_table(rows, ["variant", "model", "test acc %", "95% CI", "params", "MACs exec", "epoch s (IQR)", "vs B",
                           "step ms (IQR)", "vs B", "skipped"]),
         "",
-        "epoch s: median over epochs (and seeds) of the training loop's time, variants trained one after another;",
-        "step ms: one SGD step on the same batch, the four variants interleaved round-robin "
-        f"(n={v['ela'].extra['step_time_ms']['n']} each, batch {v['ela'].extra['step_time_ms']['batch']}).",
+        "epoch s: median (IQR) over epochs (and seeds) of the training loop's time; the variants trained with "
+        "alternating epochs, one at a time, order rotating each round;",
+        "step ms: one SGD step, the four variants interleaved round-robin on the same batches "
+        f"(n={v['ela'].extra['step_time_ms']['n']} each over {v['ela'].extra['step_time_ms']['batches']} "
+        f"batches of {v['ela'].extra['step_time_ms']['batch']}).",
+        "CPU s per epoch (training thread / whole process): " + ", ".join(
+            f"{x.name} {x.extra['epoch_thread_cpu_s']:.1f}/{x.extra['epoch_process_cpu_s']:.1f}"
+            for x in res.variants),
     ]
     for ev in v["ela"].extra["skip_events_per_seed"][0]:
+        rule = f", EBQM rule {ev['rule']}" if ev.get("rule") else ""
         lines.append(f"ELA seed {seeds[0]}: end of epochs {ev['window'][0]}-{ev['window'][1]}: skipped "
-                     f"{', '.join(ev['skipped']) or 'none'} ({ev['skipped_total']} in total)")
+                     f"{', '.join(ev['skipped']) or 'none'} ({ev['skipped_total']} in total; KL {ev['kl_norm']}"
+                     f"{rule})")
     ela, mb, ml = v["ela"], v["mrla-b"], v["mrla-l"]
     lines += [
         f"ELA / MRLA-B epoch time: {ela.extra['epoch_time_ratio_vs_mrla_b']:.2f}  "

@@ -8,6 +8,7 @@ from . import resnet as _resnet  # noqa: F401
 from . import sensor as _sensor  # noqa: F401
 from . import sensor_cnn1d as _sensor_cnn1d  # noqa: F401
 from . import tiny as _tiny  # noqa: F401
+from . import imagenet_resnet as _imagenet_resnet, kws as _kws  # noqa: F401
 from .blocks import BasicBlock, Bottleneck, ResidualBlock
 from .droppath import DropPath, apply_drop_path
 from .mobilenetv2 import InvertedResidual

@@ -2,8 +2,8 @@
 
 In training each SAMPLE's residual branch is dropped with probability ``p`` and kept ones are
 scaled by ``1 / (1 - p)``, so the expected output equals the eval-time output; at eval it is the
-identity. Training with it makes a network robust to bypassing a block at runtime (LWAC; see
-REFERENCE.md "LWAC: what bypassing a block costs").
+identity. Training with it makes a network robust to bypassing a block at runtime (LWAC). MRLA
+and ELA models also use it on their attention branch (``layerwise.models.mrla``).
 
 Schedule over the N blocks that have a shortcut, in forward order (block i = 1..N):
 ``"linear"`` (default, Huang et al. eq. p_l = l/L * p_L): p_i = p * i / N, so the last block gets

@@ -3,7 +3,7 @@
 ELA (Li & Huang, "Enhancing Layer Attention Efficiency through Pruning Redundant Retrievals")
 prunes MRLA-B's attention layers during training; ``resnet{20,56,110}-ela`` is the MRLA-B network
 that :mod:`layerwise.ela` trains with that skipping. Shapes, heads, kernel sizes and placement come
-from REFERENCE.md ("ELA and MRLA: the architecture in detail"), read from the CIFAR reference code:
+from the CIFAR reference code (the MRLA ResNets of Dynamic Layer Attention, arXiv 2406.13392):
 
 * every bottleneck block with output ``x`` [b, C, H, W] gets one attention layer;
   ``y = GAP(x)`` as [b, 1, C]; Q and K are 1-channel Conv1d over the channel axis of ``y`` (ECA
@@ -21,7 +21,10 @@ at 10 classes 230,286 / 621,046 / 1,207,186 (MRLA-B) and 231,182 / 623,734 / 1,2
 
 A block whose ``skip_attention`` is True runs as a plain bottleneck: no Q, K or V is computed,
 nothing is added to its output and nothing joins the stage's key/value lists, so the later layers
-of the stage attend over the keys and values of the NON-skipped layers only.
+of the stage attend over the keys and values of the NON-skipped layers only. The flag is stored in
+a boolean buffer ``attention_skip`` of the block, so it is part of the state dict: a saved ELA
+model remembers which attention layers were removed. A state dict written before that buffer
+existed loads as "none skipped", with a logged note (:meth:`MRLABottleneck._load_from_state_dict`).
 
 Values: ``values="stack"`` stacks the stage's values at every layer (a fresh copy of t tensors at
 layer t, as the reference's ``torch.cat`` growth) and sums with one einsum; ``values="sum"`` keeps
@@ -31,6 +34,7 @@ them in a list and accumulates ``a_s V_s`` without copying them. Both compute th
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,12 +44,15 @@ from torch import nn
 
 from .blocks import Bottleneck, finish_residual_model
 from .cifar_resnet import CifarResNet
+from .droppath import DropPath, check_drop_path
 from .registry import ModelConfigError, register_model
 from .shapes import expect_image
 
+log = logging.getLogger(__name__)
+
 VARIANTS = ("b", "l")
 VALUE_MODES = ("sum", "stack")
-HEAD_WIDTH = 32  # g = C / 32 heads on CIFAR (REFERENCE.md)
+HEAD_WIDTH = 32  # g = C / 32 heads on CIFAR (the CIFAR reference code)
 
 
 def eca_kernel_size(channels: int) -> int:
@@ -124,7 +131,7 @@ class MRLALight(_Attention):
 
     def __init__(self, channels: int):
         super().__init__(channels)
-        self.gate = nn.Sigmoid()
+        self.gate = nn.Tanh()
         self.lambda_ = nn.Parameter(torch.randn(channels))  # lambda_o^l of eq. (3)-(4)
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
@@ -149,7 +156,29 @@ class MRLABottleneck(Bottleneck):
         self.attention = MRLABase(self.out_channels, values) if variant == "b" else MRLALight(self.out_channels)
         self.attention_norm = nn.BatchNorm2d(self.out_channels)
         self.attention_act = nn.ReLU() if variant == "b" else nn.Identity()
-        self.skip_attention = False
+        # stochastic depth on the attention branch (the reference recipe's drop-path, 0 = off)
+        self.attention_drop = DropPath(0.0)
+        # ELA's skip flag, a buffer so that it travels with the weights (state dict, checkpoints)
+        self.register_buffer("attention_skip", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def skip_attention(self) -> bool:
+        """True when ELA removed this block's attention layer (stored in the ``attention_skip`` buffer)."""
+        return bool(self.attention_skip)
+
+    @skip_attention.setter
+    def skip_attention(self, value: bool) -> None:
+        self.attention_skip.fill_(bool(value))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "attention_skip"
+        if key not in state_dict:  # written before the skip set was part of the model: none skipped
+            log.info("the state dict has no %s (saved before ELA's skip set was part of the model): this "
+                     "attention layer is loaded as not skipped", key)
+            state_dict[key] = torch.zeros((), dtype=torch.bool)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, x: torch.Tensor, context: StageContext | None = None) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
@@ -160,7 +189,7 @@ class MRLABottleneck(Bottleneck):
             a = self.attention(out, context if context is not None else StageContext())
         else:
             a = self.attention(out, identity)
-        return out + self.attention_act(self.attention_norm(a))
+        return out + self.attention_drop(self.attention_act(self.attention_norm(a)))
 
 
 class MRLAStage(nn.Sequential):
@@ -183,6 +212,19 @@ class MRLAResNet(CifarResNet):
         for i in (1, 2, 3):
             setattr(self, f"layer{i}", MRLAStage(*getattr(self, f"layer{i}")))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state dict without the ``attention_skip`` buffers (saved before the skip set was part of
+        the model) loads with no attention layer skipped; one note is logged for the whole model."""
+        missing = [f"{prefix}{name}.attention_skip" for name, _ in mrla_blocks(self)
+                   if f"{prefix}{name}.attention_skip" not in state_dict]
+        if missing:
+            log.warning("the state dict has no ELA skip set (%d attention_skip buffers missing, e.g. %s): it was "
+                        "saved before the skip set was part of the model; loading it with no attention layer "
+                        "skipped", len(missing), missing[0])
+            for key in missing:
+                state_dict[key] = torch.zeros((), dtype=torch.bool)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 def mrla_blocks(model: nn.Module) -> list[tuple[str, MRLABottleneck]]:
     """``(name, block)`` of every MRLA block of ``model`` in forward order."""
@@ -190,22 +232,53 @@ def mrla_blocks(model: nn.Module) -> list[tuple[str, MRLABottleneck]]:
 
 
 def _build(name: str, n: int, variant: str, input_shape, num_classes: int, drop_path: float,
-           drop_path_schedule: str, zero_init_residual: bool, values: str) -> MRLAResNet:
+           drop_path_schedule: str, zero_init_residual: bool, values: str,
+           attention_drop_path: float = 0.0) -> MRLAResNet:
     c, _, _ = expect_image(name, input_shape)
     model = MRLAResNet(n, c, num_classes, variant, values)
     finish_residual_model(model, drop_path, drop_path_schedule, zero_init_residual)
-    for _, block in mrla_blocks(model):
-        if variant == "l":  # init_weights leaves Parameters alone; restate lambda's N(0, 1) init
-            nn.init.normal_(block.attention.lambda_)
+    reference_init(model)
+    set_attention_drop_path(model, attention_drop_path)
     return model
+
+
+def set_attention_drop_path(model: nn.Module, p: float) -> None:
+    """Drop-path with probability ``p`` on every block's attention branch (the output added after
+    the block's BN (and ReLU)), per sample and scaled by 1/(1 - p) when kept, as the references'
+    recipe (0.2 there) does. The same ``p`` for every block: the references use one rate."""
+    p = check_drop_path(p)
+    for _, block in mrla_blocks(model):
+        block.attention_drop = DropPath(p)
+
+
+def reference_init(model: nn.Module) -> None:
+    """Re-initialise the attention layers as the reference implementations do.
+
+    ``finish_residual_model`` gives every Conv1d and Conv2d Kaiming-normal (fan_out) weights. The
+    CIFAR reference (the MRLA ResNets in the code of Dynamic Layer Attention, arXiv 2406.13392) and
+    the official MRLA code (Fang et al., arXiv 2302.03985) run their init loop over ``nn.Conv2d``
+    (normal with std sqrt(2 / (k*k*out))) and BatchNorm only, so the 1-channel Conv1d Q and K
+    layers keep PyTorch's default init (``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(k), 1/sqrt(k))).
+    The CIFAR reference is the one followed, as these models are its CIFAR ResNets. With Kaiming on
+    Q and K the attention scores come out several times larger and the softmax starts saturated, so
+    ELA's first KL measurement (epochs 1-3) would be taken on near one-hot distributions. The
+    depthwise V conv is a Conv2d and keeps the N(0, sqrt(2 / (9 C))) both references give it; MRLA-L's
+    lambda is N(0, 1) (``torch.randn`` in the reference).
+    """
+    for _, block in mrla_blocks(model):
+        block.attention.query.reset_parameters()  # PyTorch's default Conv1d init, as the references
+        block.attention.key.reset_parameters()
+        if block.variant == "l":  # init_weights leaves Parameters alone; restate lambda's N(0, 1) init
+            nn.init.normal_(block.attention.lambda_)
 
 
 def _register(name: str, n: int, variant: str, what: str) -> None:
     @register_model(name)
     def factory(input_shape, num_classes, drop_path: float = 0.0, drop_path_schedule: str = "linear",
-                zero_init_residual: bool = False, values: str = "sum") -> MRLAResNet:
+                zero_init_residual: bool = False, values: str = "sum", attention_drop_path: float = 0.0
+                ) -> MRLAResNet:
         return _build(name, n, variant, input_shape, num_classes, drop_path, drop_path_schedule,
-                      zero_init_residual, values)
+                      zero_init_residual, values, attention_drop_path)
 
     factory.__doc__ = f"CIFAR bottleneck ResNet 9n+2 (n={n}) with {what}."
 
