@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     add_common_arguments(p)
     p.add_argument("--budgets", default="0.15,0.10,0.07,0.05")
     p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--uniform-top", type=int, default=2)
+    p.add_argument("--uniform-top", type=int, default=0, help="0: fine-tune every same-size candidate")
     p.add_argument("--b-min", type=int, default=4)
     p.add_argument("--name", default="budget_sweep", help="output files DIR/NAME.json and DIR/NAME.png")
     p.add_argument("--compare-probes", action="store_true", help="print A_l/I_l for the probe options and exit")
@@ -98,7 +98,8 @@ def main(argv=None) -> int:
             print(f"budget {budget:g}: skipped: {e}", flush=True)
             skipped.append({"budget": budget, "reason": str(e)})
             continue
-        uni = fit_uniform(base, data, arch, cfg, opts, target_bytes=len(ada.packed), device=spec.device)
+        uni = fit_uniform(base, data, arch, cfg, opts, target_bytes=len(ada.packed), device=spec.device,
+                          example_input=x1)
         row = {"budget": budget,
                "ada_accuracy": evaluate(ada.model, data.test, device=spec.device).accuracy,
                "ada_bytes": len(ada.packed), "ada_size_frac": len(ada.packed) / dense_bytes,

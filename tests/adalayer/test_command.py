@@ -11,6 +11,8 @@ from layerwise.cli import main
 from layerwise.experiments import compress_run
 from layerwise.results import decode_hits, read_results
 
+PACKED = ("uniform", "uniform-fl8", "magnitude", "hawq-ilp")
+
 
 class _Untraceable(nn.Module):
     """Wraps a model in data-dependent control flow that torch.fx cannot trace."""
@@ -35,7 +37,9 @@ def _check_evidence(doc, with_int8: bool):
         assert float(h.mean()) == x["accuracy"]  # the same pass produced both
         assert x["accuracy_ci"]["low"] <= x["accuracy"] <= x["accuracy_ci"]["high"]
         hits[name] = h
-    rivals = ["dense", "uniform"] + (["int8-static"] if with_int8 else [])
+    rivals = [n for n in PACKED if v[n]["accuracy"] is not None]
+    rivals = ["dense", *rivals] + (["int8-static"] if with_int8 else []) + \
+        (["adalayer-int8"] if v["adalayer-int8"]["accuracy"] is not None else [])
     comps = doc["comparisons"]
     assert [(c["a"], c["b"]) for c in comps] == [("adalayer", r) for r in rivals]
     for c in comps:
@@ -56,14 +60,20 @@ def test_compress_quick_writes_four_variants_with_evidence_and_reuses_cache(tmp_
     doc = read_results(out)
     assert doc["schema"] == "layerwise.results/2"
     names = [v["name"] for v in doc["variants"]]
-    assert names == ["dense", "uniform", "int8-static", "adalayer"]
+    assert names == ["dense", *PACKED, "int8-static", "adalayer", "adalayer-int8"]
     v = _check_evidence(doc, with_int8=True)
     for c in doc["comparisons"]:
         assert c["verdict"] in text
     dense_bytes = v["dense"]["size_bytes"]
     assert v["adalayer"]["size_bytes"] <= 0.4 * dense_bytes
     assert v["adalayer"]["size_bytes"] == (out / "adalayer.lwpk").stat().st_size
-    assert v["uniform"]["size_bytes"] <= v["adalayer"]["size_bytes"]
+    for name in PACKED:  # every packed rival: same fine-tune, at most adalayer's size, its own file
+        x = v[name]
+        assert x["accuracy"] is not None, x["extra"].get("reason")
+        assert x["size_bytes"] == (out / f"{name}.lwpk").stat().st_size <= v["adalayer"]["size_bytes"]
+        assert x["extra"]["fine_tune"].startswith("same recipe")
+        assert name in text
+    assert v["uniform-fl8"]["extra"]["layer_bits"]["head"] == 8  # the output layer, found from the graph
     ada = v["adalayer"]["extra"]
     assert ada["rebuilt_equals_fake_quant"] is True and ada["onnx"]["ok"] is True
     assert [s["kind"] for s in ada["skipped"]] == ["lstm"]

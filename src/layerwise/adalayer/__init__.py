@@ -27,23 +27,28 @@ Where the paper is ambiguous, and what this package does (also in docs/adalayer.
   the issue want costly layers compressed harder, so the default is beta = -1 (alpha = 1), and I
   is clipped to [0, 1].
 - **R_l** ("redundancy via the layer-wise weight variance"): R_l = 1 - Var(W_l) / max_k Var(W_k).
-- **P_l clip**: [0, p_max] with p_max = 0.95; **B_l rounding**: half up, then [B_min, B_max] = [4, 8].
+- **P_l clip**: [0, p_max] with p_max = 0.95; **B_l rounding**: half up, then [B_min, B_max] = [2, 8]
+  (the same 2-8 bits every rival may use).
 - **(1 - P) ⊙ W** in eq. (4): a magnitude mask keeping the largest (1 - P_l) fraction of |W_l|;
   Q_B: symmetric uniform, per output channel, codes -(2^(B-1)-1)..2^(B-1)-1, scale max|w|/qmax
   stored as fp16 (so the dequantised weight is reproducible bit for bit).
 - **Eq. (5)**: ||W_l||_1 of the masked float weights, masks fixed, fake-quant with a
-  straight-through estimator (gradient passes to the kept weights only); eta = 1e-5.
+  straight-through estimator (gradient passes to the kept weights only); eta calibrated on the first
+  fine-tune batch so the term is 10 % of the loss there (:class:`.compress.Eq5Regularizer`; its
+  measured share over the fine-tune is reported), or a fixed eta with ``eta_share=0``.
 - **Eq. (6)**: the budget is on the packed file's bytes, not a parameter count: packed <= F *
   dense fp32 ``torch.save`` bytes. gamma, delta and lambda are scaled together by one knob t,
   and bisection finds the least t that fits, measuring the real packed size each step.
 - **What is compressed**: Conv1d/2d/3d and Linear weights. BatchNorm, biases and unsupported layers
   (LSTM/GRU, transposed conv) are stored as fp16 passthrough tensors (listed, counted in the size);
   the fake-quant model rounds them to fp16 too so the equality is exact.
-- **Uniform baseline** (Table 2, "fixed-rate pruning & quantization"): one ratio and one bit width
-  for all layers, searched to the same packed size (only candidates within 1 % of the largest
-  fitting size compete, then best val accuracy), fine-tuned with the same recipe.
+- **Rivals** (:mod:`.rivals`, :mod:`.hawq`): uniform (Table 2, "fixed-rate pruning &
+  quantization"), uniform with the first and output layers at 8 bits, global magnitude pruning plus
+  uniform bits, and a HAWQ-V3-style integer program, all at the same packed size, fine-tuned with
+  the same recipe, candidates ranked by validation accuracy after their fine-tune.
 - **Structured mode** (not in the paper): whole channels removed at P_l by Torch-Pruning's
-  dependency graph; a coupled group takes its members' smallest P_l.
+  dependency graph; a coupled group takes its members' smallest P_l; the layers producing the
+  model output are found from the graph (:mod:`.graph`) and never pruned.
 """
 
 from .allocation import allocate, bit_width, pruning_ratio, redundancy
@@ -55,17 +60,18 @@ from .importance import layer_importance, mac_shares, normalise
 from .onnx_check import OnnxCheck, export_and_check
 from .packed import (Architecture, PackedFileError, PackedModel, encode_packed, load_packed, load_packed_bytes,
                      write_packed)
-from .pipeline import CompressionResult, analyse, compress_model, compress_uniform, uniform_size_fn
+from .graph import execution_order, output_layers
+from .pipeline import CompressionResult, analyse, compress_model, compress_plan, compress_uniform, uniform_size_fn
 from .quantize import FakeQuantize, QuantizedWeight, dequantize, fake_quantize, magnitude_mask, quantize_weight
-from .structured import prune_channels
+from .structured import StructuredError, prune_channels
 from .targets import find_targets
 from .uniform import UniformCandidate, uniform_candidates
 
 __all__ = [
     "AdaLayerConfig", "Allocation", "Architecture", "BudgetError", "BudgetResult", "CompressionResult",
-    "FakeQuantize", "LayerPlan", "OnnxCheck", "PackedFileError", "PackedModel", "QuantizedWeight",
+    "FakeQuantize", "LayerPlan", "OnnxCheck", "PackedFileError", "PackedModel", "QuantizedWeight", "StructuredError",
     "UniformCandidate", "allocate", "analyse", "attach_fake_quant", "bake", "bit_width", "compress_model",
-    "compress_uniform", "decode_mask", "dequantize", "encode_mask", "encode_packed", "export_and_check",
+    "compress_plan", "compress_uniform", "execution_order", "output_layers", "decode_mask", "dequantize", "encode_mask", "encode_packed", "export_and_check",
     "fake_quantize", "find_targets", "fit_budget", "layer_importance", "load_packed", "load_packed_bytes",
     "mac_shares", "magnitude_mask", "make_masks", "normalise", "pack_signed", "prune_channels", "pruning_ratio",
     "quantize_weight", "redundancy", "sparsity_regularizer", "uniform_candidates", "uniform_size_fn",

@@ -52,6 +52,45 @@ def sparsity_regularizer(targets: list[tuple[str, nn.Module]], importance: dict[
     return extra_loss
 
 
+class Eq5Regularizer:
+    """Eq. (5)'s second term as ``train``'s extra_loss, with its weight set so that it SHAPES the
+    fine-tune instead of swamping it, and its share of the loss recorded.
+
+    The paper gives no value for eta. A fixed eta makes the term's size depend on the model's
+    weight count (on resnet20, eta = 1e-5 gives about 0.15 against a fine-tune cross-entropy of
+    0.001-0.005). So with ``share > 0`` eta is calibrated ONCE, on the first fine-tune batch, to
+    eta = share / (1 - share) * CE_0 / R_0 (R = sum_l (1 - I_l) ||mask_l ⊙ W_l||_1), i.e. the term is
+    ``share`` of the loss at the start; it then stays fixed. With ``share == 0`` the given ``eta`` is
+    used as it is. ``stats()`` reports eta and the term's measured share of the loss
+    (reg / (CE + reg)) over the fine-tune: first, mean, last batch.
+    """
+
+    def __init__(self, targets: list[tuple[str, nn.Module]], importance: dict[str, float], *, eta: float,
+                 share: float = 0.0):
+        self.raw = sparsity_regularizer(targets, importance, 1.0)
+        self.eta = None if share > 0 else float(eta)
+        self.share = float(share)
+        self.shares: list[float] = []
+
+    def __call__(self, model, outputs, targets) -> torch.Tensor:
+        from ..train.evaluation import logits_of
+        reg = self.raw(model, outputs, targets)
+        ce = float(torch.nn.functional.cross_entropy(logits_of(outputs).detach(), targets))
+        if self.eta is None:
+            self.eta = self.share / (1.0 - self.share) * ce / max(float(reg.detach()), 1e-12)
+        term = self.eta * reg
+        t = float(term.detach())
+        self.shares.append(t / (ce + t) if ce + t > 0 else 0.0)
+        return term
+
+    def stats(self) -> dict:
+        s = self.shares
+        return {"eta": self.eta, "target_share": self.share or None, "batches": len(s),
+                "share_first": s[0] if s else None, "share_mean": sum(s) / len(s) if s else None,
+                "share_last": s[-1] if s else None,
+                "source": "reg / (cross-entropy + reg) per fine-tune batch (eq. 5)"}
+
+
 @torch.no_grad()
 def bake(model: nn.Module, targets: list[tuple[str, nn.Module]], masks: dict[str, torch.Tensor],
          bits: dict[str, int], passthrough_dtype: str = "float16") -> dict[str, QuantizedWeight]:

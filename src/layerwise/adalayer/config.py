@@ -29,10 +29,11 @@ class AdaLayerConfig:
     p_max: float = 0.95
     # eq. (3) B_l = round(B_max - lam * (1 - I_l)), clipped to [b_min, b_max]
     lam: float = 4.0
-    b_min: int = 4
+    b_min: int = 2
     b_max: int = 8
     # eq. (5) L = CE + eta * sum_l (1 - I_l) * ||W_l||_1
-    eta: float = 1e-5
+    eta: float = 1e-5  # used as given only when eta_share is 0
+    eta_share: float = 0.1  # > 0: eta calibrated so the term is this share of the loss at the start
     # fine-tune after compression (masks fixed, fake-quant with STE)
     finetune_epochs: int = 3
     finetune_lr: float = 1e-3
@@ -40,6 +41,9 @@ class AdaLayerConfig:
     # storage of tensors AdaLayerNet does not compress (BatchNorm, biases, unsupported layers)
     passthrough_dtype: str = "float16"
     structured: bool = False
+    # eq. (6): "eq23" = the paper's P_l, B_l scaled by one knob to the budget; "ilp" = an integer
+    # program over per-layer (P, B) options minimising the probe-predicted damage (pipeline._ilp_allocation)
+    allocation: str = "eq23"
     seed: int = 0
 
     def validate(self) -> "AdaLayerConfig":
@@ -62,6 +66,10 @@ class AdaLayerConfig:
             raise bad(f"passthrough_dtype={self.passthrough_dtype!r}; use 'float16' or 'float32'")
         if min(self.gamma, self.delta, self.lam, self.eta) < 0:
             raise bad("gamma, delta, lam and eta must be >= 0")
+        if not 0.0 <= self.eta_share < 1.0:
+            raise bad(f"eta_share={self.eta_share}; use a share of the loss in [0, 1) (0: use eta as given)")
+        if self.allocation not in ("eq23", "ilp"):
+            raise bad(f"allocation={self.allocation!r}; use 'eq23' or 'ilp'")
         if self.finetune_epochs < 0:
             raise bad(f"finetune_epochs={self.finetune_epochs}; use 0 or more")
         return self

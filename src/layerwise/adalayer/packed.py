@@ -45,7 +45,7 @@ from torch import nn
 from ..errors import LayerwiseError
 from ..models import build_model
 from ..storage import atomic_write_bytes
-from .bitpack import decode_mask, encode_mask, pack_signed, packed_length, unpack_signed
+from .bitpack import EncodedMask, decode_mask, encode_mask, pack_signed, packed_length, unpack_signed
 from .quantize import QuantizedWeight, dequantize
 
 MAGIC = b"LWPK"
@@ -108,6 +108,27 @@ class _Payload:
         return [off, len(data)]
 
 
+def stored_mask(qw: QuantizedWeight) -> tuple[np.ndarray, EncodedMask]:
+    """The positions whose codes a packed file stores, and the cheapest encoding of them.
+
+    A kept weight whose code rounded to 0 is stored as a pruned one (the same weight, 0, either
+    way). Then, per layer, the cheapest of: the codes of the nonzero positions plus their
+    positions as a ``bitmask`` or ``csr`` (:func:`.bitpack.encode_mask`), or every code including
+    the zeros with no positions at all (``dense``: B bits per weight beat a 1-bit mask plus B bits
+    per kept weight when fewer than about 1/B of the weights are pruned). Files written before
+    this choice existed decode unchanged: the loader reads all three as it always did.
+    """
+    codes = qw.codes.cpu().numpy()
+    nonzero = qw.mask.cpu().numpy() & (codes != 0)
+    enc = encode_mask(nonzero)
+    if enc.encoding != "dense":
+        sparse = len(enc.data) + packed_length(int(nonzero.sum()), qw.bits)
+        if packed_length(codes.size, qw.bits) <= sparse:
+            nonzero = np.ones_like(nonzero)
+            enc = encode_mask(nonzero)
+    return nonzero, enc
+
+
 def encode_packed(state: dict[str, torch.Tensor], quantized: dict[str, QuantizedWeight], arch: Architecture,
                   *, passthrough_dtype: str = "float16", structured: bool = False,
                   extra: dict | None = None) -> bytes:
@@ -122,8 +143,7 @@ def encode_packed(state: dict[str, torch.Tensor], quantized: dict[str, Quantized
         key = f"{lname}.weight"
         if key not in state:
             raise LayerwiseError(f"layer {lname!r} has no weight in the state_dict: cannot pack it")
-        mask = qw.mask.cpu().numpy()
-        enc = encode_mask(mask)
+        mask, enc = stored_mask(qw)
         kept = qw.codes.cpu().numpy().reshape(-1)[mask.reshape(-1)]
         entry = {"name": key, "kind": "quantized", "shape": list(qw.codes.shape), "bits": qw.bits,
                  "scale": payload.add(qw.scale.cpu().numpy().astype("<f2").tobytes()),

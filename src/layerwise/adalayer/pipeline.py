@@ -16,14 +16,14 @@ from ..measure import count_macs
 from ..train import TrainConfig, TrainResult, evaluate, train
 from .allocation import allocate, redundancy, saturating_knob
 from .budget import BudgetResult, fit_budget
-from .compress import attach_fake_quant, bake, make_masks, quantize_layers, sparsity_regularizer
+from .compress import Eq5Regularizer, attach_fake_quant, bake, make_masks, quantize_layers
 from .config import AdaLayerConfig, Allocation, LayerPlan
 from .hessian import hessian_sensitivity
 from .importance import (Sensitivity, cache_key, layer_importance, load_cached, mac_shares, normalise,
                          probe_accuracy_drops, probe_score, store_cached)
 from .packed import Architecture, encode_packed
-from .quantize import QuantizedWeight
-from .structured import classifier_name, prune_channels
+from .quantize import QuantizedWeight, magnitude_mask, quantize_weight
+from .structured import prune_channels
 from .targets import Skipped, find_targets
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class CompressionResult:
     structured_channels: dict[str, tuple[int, int]] = field(default_factory=dict)
     val_accuracy_before_finetune: float | None = None
     finetune: TrainResult | None = None
+    regulariser: dict | None = None  # eq. (5): eta used and the term's measured share of the loss
 
     @property
     def sparsity(self) -> float:
@@ -134,6 +135,41 @@ def _size_structured(model, example_input, arch, config, ignored):
     return size
 
 
+def _ilp_allocation(an: Analysis, targets, size_fn, budget: float, dense_bytes: int, floor: int,
+                    config: AdaLayerConfig) -> tuple[Allocation, BudgetResult]:
+    """Eq. (6) as an integer program over per-layer (P, B) options (``allocation="ilp"``).
+
+    The predicted accuracy loss of layer l at option (P, B) is its MEASURED eq. (1) probe damage
+    s_l (the score A_l is normalised from) scaled by the option's weight perturbation relative to
+    the probe's: s_l * ||Q_B(mask_P ⊙ W_l) - W_l||^2 / ||Q_probe(W_l) - W_l||^2 (a first-order
+    reading: damage proportional to perturbation energy). The program minimises the summed
+    prediction under the packed size (:func:`.hawq.ilp_allocate`). Unstructured only: removed
+    channels change the next layer's size, so a structured plan's size is not a sum over layers.
+    """
+    from .budget import BudgetError, check_budget
+    from .hawq import ilp_allocate
+    if config.structured:
+        raise BudgetError("--allocation ilp needs per-layer sizes that add up: use it without --structured")
+    check_budget(budget)
+    target = int(budget * dense_bytes)
+    if floor > target:
+        raise BudgetError(f"budget {budget:g} ({target:,} bytes) is below the smallest feasible budget "
+                          f"{floor / dense_bytes:.4f}: pass a larger --budget")
+    probe_err = {}
+    for name, mod in targets:
+        w = mod.weight.detach().float()
+        q = quantize_weight(w, magnitude_mask(w, config.probe_ratio), config.probe_bits).dequantize()
+        probe_err[name] = max(float(((q - w) ** 2).sum()), 1e-30)
+    score = {n: max(an.sensitivity.score.get(n, 0.0), 0.0) for n, _ in targets}
+    floor_s = 1e-3 * (max(score.values()) or 1.0)  # a layer whose probe did no harm still prefers less damage
+    ratio, bits, _, _, solves = ilp_allocate(
+        targets, size_fn, target, lambda n, r, b, err: (score[n] + floor_s) * err / probe_err[n],
+        b_min=config.b_min, b_max=config.b_max, p_max=config.p_max)
+    alloc = Allocation(knob=0.0, gamma=config.gamma, delta=config.delta, lam=config.lam,
+                       prune_ratio=ratio, bits=bits)
+    return alloc, BudgetResult(0.0, size_fn(ratio, bits), target, dense_bytes, floor, solves)
+
+
 def finetune_config(config: AdaLayerConfig, device: str) -> TrainConfig:
     return TrainConfig(epochs=config.finetune_epochs, batch_size=config.finetune_batch_size, optimizer="adam",
                        lr=config.finetune_lr, schedule="cosine", seed=config.seed, device=device)
@@ -156,7 +192,7 @@ def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float,
     dense_bytes = artifact_size(model).bytes
     names = [n for n, _ in an.targets]
     an_targets = [(n, model.get_submodule(n)) for n in names]  # the analysis may come from a copy
-    ignored = [classifier_name(model)] if config.structured else []
+    ignored: list[str] = []  # prune_channels protects the output layers itself (found from the graph)
     if config.structured:
         size_fn = _size_structured(model, example_input, arch, config, ignored)
     else:
@@ -167,10 +203,13 @@ def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float,
         alloc = allocate(an.importance, an.redundancy, knob, config)
         return size_fn(alloc.prune_ratio, alloc.bits)
 
-    # structured: every step re-traces and prunes a copy with Torch-Pruning (about a second), so fewer steps
-    fit = fit_budget(size_at, budget=budget, dense_bytes=dense_bytes, floor_bytes=floor,
-                     knob_max=saturating_knob(an.importance, config), iterations=10 if config.structured else 30)
-    alloc = allocate(an.importance, an.redundancy, fit.knob, config)
+    if config.allocation == "ilp":
+        alloc, fit = _ilp_allocation(an, an_targets, size_fn, budget, dense_bytes, floor, config)
+    else:
+        # bisection to 1e-4 of the knob: lands within a fraction of a percent of the budget (also structured)
+        fit = fit_budget(size_at, budget=budget, dense_bytes=dense_bytes, floor_bytes=floor,
+                         knob_max=saturating_knob(an.importance, config), iterations=30)
+        alloc = allocate(an.importance, an.redundancy, fit.knob, config)
 
     channels: dict[str, tuple[int, int]] = {}
     if config.structured:
@@ -182,10 +221,11 @@ def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float,
         masks = make_masks(targets, alloc.prune_ratio)
     attach_fake_quant(targets, masks, alloc.bits)
     before_ft = evaluate(model, data.val, device=device).accuracy
-    ft = None
+    ft, regulariser = None, None
     if config.finetune_epochs > 0:
-        ft = train(model, data, finetune_config(config, device), progress=progress,
-                   extra_loss=sparsity_regularizer(targets, an.importance, config.eta))
+        reg = Eq5Regularizer(targets, an.importance, eta=config.eta, share=config.eta_share)
+        ft = train(model, data, finetune_config(config, device), progress=progress, extra_loss=reg)
+        regulariser = reg.stats()
     model.eval()
     quantized = bake(model, targets, masks, alloc.bits, config.passthrough_dtype)
     packed = encode_packed(model.state_dict(), quantized, arch, passthrough_dtype=config.passthrough_dtype,
@@ -203,16 +243,17 @@ def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float,
                                bits=alloc.bits[name], params_after=qw.nonzero))
     return CompressionResult(model=model, packed=packed, quantized=quantized, plans=plans, skipped=an.skipped,
                              allocation=alloc, budget=fit, sensitivity=an.sensitivity, structured_channels=channels,
-                             val_accuracy_before_finetune=before_ft, finetune=ft)
+                             val_accuracy_before_finetune=before_ft, finetune=ft, regulariser=regulariser)
 
 
-def compress_uniform(model: nn.Module, data, arch: Architecture, *, prune_ratio: float, bits: int,
-                     config: AdaLayerConfig, device: str = "cpu", progress=None,
-                     finetune: bool = True) -> tuple[nn.Module, dict[str, QuantizedWeight], bytes]:
-    """One ratio and one bit width for every layer, same fine-tune recipe (cross-entropy only)."""
+def compress_plan(model: nn.Module, data, arch: Architecture, *, prune_ratio: dict[str, float], bits: dict[str, int],
+                  config: AdaLayerConfig, device: str = "cpu", progress=None,
+                  finetune: bool = True) -> tuple[nn.Module, dict[str, QuantizedWeight], bytes]:
+    """Eq. (4) at a given per-layer (P_l, B_l) plan, the same fine-tune recipe as AdaLayerNet
+    (cross-entropy only, masks fixed, fake-quant with STE), bake, pack. Every rival goes through here."""
     targets, _ = find_targets(model)
-    masks = make_masks(targets, {n: prune_ratio for n, _ in targets})
-    bit_map = {n: bits for n, _ in targets}
+    masks = make_masks(targets, {n: prune_ratio.get(n, 0.0) for n, _ in targets})
+    bit_map = {n: int(bits[n]) for n, _ in targets}
     attach_fake_quant(targets, masks, bit_map)
     if finetune and config.finetune_epochs > 0:
         train(model, data, finetune_config(config, device), progress=progress)
@@ -220,6 +261,22 @@ def compress_uniform(model: nn.Module, data, arch: Architecture, *, prune_ratio:
     quantized = bake(model, targets, masks, bit_map, config.passthrough_dtype)
     packed = encode_packed(model.state_dict(), quantized, arch, passthrough_dtype=config.passthrough_dtype)
     return model, quantized, packed
+
+
+def compress_uniform(model: nn.Module, data, arch: Architecture, *, prune_ratio: float, bits: int,
+                     config: AdaLayerConfig, device: str = "cpu", progress=None,
+                     finetune: bool = True) -> tuple[nn.Module, dict[str, QuantizedWeight], bytes]:
+    """One ratio and one bit width for every layer, same fine-tune recipe (cross-entropy only)."""
+    names = [n for n, _ in find_targets(model)[0]]
+    return compress_plan(model, data, arch, prune_ratio={n: prune_ratio for n in names},
+                         bits={n: bits for n in names}, config=config, device=device, progress=progress,
+                         finetune=finetune)
+
+
+def plan_size_fn(model: nn.Module, arch: Architecture, config: AdaLayerConfig):
+    """``size(prune_ratio: dict, bits: dict) -> packed bytes`` of ``model`` at a per-layer plan."""
+    targets, _ = find_targets(model)
+    return _size_unstructured(model, targets, arch, config)
 
 
 def uniform_size_fn(model: nn.Module, arch: Architecture, config: AdaLayerConfig):

@@ -1,13 +1,20 @@
-"""``layerwise compress``: AdaLayerNet against dense, uniform and int8-static, side by side in one run.
+"""``layerwise compress``: AdaLayerNet against dense and its rivals, side by side in one run.
 
-Variants (names as written in results.json): ``dense`` (the trained fp32 model), ``uniform``
-(one pruning ratio and one bit width for all layers at AdaLayerNet's packed size), ``int8-static``
-(what a PyTorch user runs: static post-training int8 of the convolutions and linears, per-channel
-weights, calibrated on the validation split, x86 engine; see :mod:`layerwise.adalayer.int8`) and
-``adalayer``. Accuracy is on the test split of each model rebuilt FROM ITS SAVED FILE (the packed
-``.lwpk`` files, ``int8-static.pt``); size_bytes is that file. Every accuracy comes with its
-per-image test hits and Wilson interval, and adalayer is compared, paired on the same test images,
-with dense, uniform and int8-static (``comparisons``; :func:`layerwise.evidence.with_statistics`).
+Variants (names as written in results.json): ``dense`` (the trained fp32 model); at AdaLayerNet's
+packed size, each fine-tuned with the same recipe and packed in the same format
+(:mod:`layerwise.adalayer.rivals`, :mod:`layerwise.adalayer.hawq`): ``uniform`` (one pruning ratio
+and one bit width for all layers), ``uniform-fl8`` (the same with the first and the output layers
+unpruned at 8 bits), ``magnitude`` (global magnitude pruning plus uniform bits), ``hawq-ilp``
+(HAWQ-V3-style integer program over per-layer (ratio, bits), Hessian-trace sensitivity);
+``int8-static`` (what a PyTorch user runs: static post-training int8 of the convolutions and
+linears, per-channel weights, calibrated on the validation split, x86 engine; see
+:mod:`layerwise.adalayer.int8`) and ``adalayer``. Accuracy is on the test split of each model
+rebuilt FROM ITS SAVED FILE (the packed ``.lwpk`` files, ``int8-static.pt``); size_bytes is that
+file. Every accuracy comes with its per-image test hits and Wilson interval, and adalayer is
+compared, paired on the same test images, with every other variant (``comparisons``;
+:func:`layerwise.evidence.with_statistics`). A rival that cannot be built for a model (e.g. no
+double back-propagation through its layers for the Hessian) is recorded with a null accuracy and
+the reason, never a made-up number.
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adalayer import (AdaLayerConfig, Architecture, compress_model, compress_uniform, export_and_check,
-                        load_packed, uniform_candidates, uniform_size_fn, write_packed)
+from ..adalayer import AdaLayerConfig, Architecture, compress_model, export_and_check, load_packed, write_packed
 from ..adalayer.budget import check_budget
+from ..adalayer.hawq import hawq_ilp
+from ..adalayer.intexec import activation_peak_bytes, integer_model
 from ..adalayer.int8 import StaticInt8, load_static_state, quantized_params, rebuild_static, static_int8
-from ..adalayer.pipeline import analyse
+from ..adalayer.pipeline import analyse, compress_plan, plan_size_fn
+from ..adalayer.rivals import FamilyChoice, fit_family
 from ..adalayer.targets import find_targets
-from ..adalayer.uniform import UniformCandidate, same_size
+from ..adalayer.uniform import UniformCandidate
 from ..errors import LayerwiseError
 from ..evidence import with_statistics
 from ..measure import artifact_size, compare_latency, count_macs, measure_energy, peak_memory
@@ -38,9 +47,10 @@ from .common import (CommandReport, RunSpec, add_common_arguments, build_for_dat
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("dense", "uniform", "int8-static", "adalayer")
+PACKED_RIVALS = ("uniform", "uniform-fl8", "magnitude", "hawq-ilp")
+VARIANTS = ("dense", *PACKED_RIVALS, "int8-static", "adalayer", "adalayer-int8")
 #: paired comparisons written to results.json (method variant, rival)
-COMPARISONS = (("adalayer", "dense"), ("adalayer", "uniform"), ("adalayer", "int8-static"))
+COMPARISONS = tuple(("adalayer", r) for r in VARIANTS if r != "adalayer")
 
 
 @dataclass
@@ -49,7 +59,7 @@ class CompressOptions:
     base_epochs: int = 20
     base_batch_size: int = 64
     uniform_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    uniform_top: int = 2  # uniform candidates fine-tuned (best val accuracy after fine-tune wins)
+    uniform_top: int = 0  # 0: every competing candidate fine-tuned, best val accuracy after fine-tune wins
     uniform_band: float = 0.01  # uniform candidates within this fraction of the largest fitting size compete
     latency_n: int = 200
     latency_batch: int = 32
@@ -96,7 +106,7 @@ def _executed_macs(model: nn.Module, macs_per_module: dict[str, int], total: int
 
 
 def _int8_static(base: nn.Module, data, x1: torch.Tensor, xb: torch.Tensor, opts: CompressOptions, device: str,
-                 path: Path) -> tuple[StaticInt8, nn.Module | None, dict]:
+                 path: Path, bits: dict[str, int] | None = None) -> tuple[StaticInt8, nn.Module | None, dict]:
     """int8-static of the dense model, saved to ``path`` and rebuilt from that file (the model
     measured). (outcome, rebuilt model or None, extra); a model that cannot be quantized gives
     None with the reason in the outcome, never an exception."""
@@ -104,7 +114,10 @@ def _int8_static(base: nn.Module, data, x1: torch.Tensor, xb: torch.Tensor, opts
         path.unlink(missing_ok=True)
         return StaticInt8(None, reason=f"PyTorch's x86 int8 kernels run on the CPU only; this run measures on "
                                        f"{device}"), None, {}
-    res = static_int8(base, data.val, x1, samples=opts.int8_calibration)
+    if bits is None:
+        res = static_int8(base, data.val, x1, samples=opts.int8_calibration)
+    else:  # the compressed model with its exact packed codes as int8 weights
+        res = integer_model(base, bits, data.val, x1, samples=opts.int8_calibration)
     if res.model is None:
         path.unlink(missing_ok=True)  # no stale file from an earlier run beside these results
         return res, None, {}
@@ -131,28 +144,52 @@ class UniformChoice:
 
 
 def fit_uniform(base: nn.Module, data, arch: Architecture, cfg: AdaLayerConfig, opts: CompressOptions, *,
-                target_bytes: int, device: str = "cpu", progress=None) -> UniformChoice:
+                target_bytes: int, device: str = "cpu", progress=None, example_input=None) -> UniformChoice:
     """The ``uniform`` baseline at (as close as possible to) ``target_bytes``: per bit width the least
     common ratio that fits; only candidates within ``opts.uniform_band`` of the largest fitting size
-    compete (same packed size); the ``uniform_top`` best by val accuracy are fine-tuned with the
-    same recipe and the best val accuracy after fine-tuning wins. Test data is never looked at."""
-    cands = uniform_candidates(uniform_size_fn(base, arch, cfg), target_bytes, list(opts.uniform_bits), cfg.p_max)
-    if not cands:
-        raise LayerwiseError(f"no uniform ratio/bit width in {list(opts.uniform_bits)} fits {target_bytes:,} bytes: "
-                             "pass a larger --budget")
-    for c in cands:
-        m = copy.deepcopy(base)
-        compress_uniform(m, data, arch, prune_ratio=c.prune_ratio, bits=c.bits, config=cfg, finetune=False)
-        c.val_accuracy = evaluate(m, data.val, device=device).accuracy
-    competing = same_size(cands, opts.uniform_band)
-    best = None
-    for c in sorted(competing, key=lambda c: (-c.val_accuracy, -c.packed_bytes))[:max(1, opts.uniform_top)]:
-        m, _, packed = compress_uniform(copy.deepcopy(base), data, arch, prune_ratio=c.prune_ratio, bits=c.bits,
-                                        config=cfg, device=device, progress=progress)
-        c.val_accuracy_finetuned = evaluate(m, data.val, device=device).accuracy
-        if best is None or c.val_accuracy_finetuned > best.chosen.val_accuracy_finetuned:
-            best = UniformChoice(c, cands, m, packed)
-    return best
+    compete (same packed size); they are ranked by validation accuracy AFTER the same fine-tune
+    (:func:`layerwise.adalayer.rivals.fit_family`). Test data is never looked at."""
+    x1 = example_input if example_input is not None else data.val[0][0].unsqueeze(0)
+    fc = fit_family("uniform", base, data, arch, cfg, target_bytes=target_bytes, example_input=x1,
+                    bits_options=list(opts.uniform_bits), band=opts.uniform_band, top=opts.uniform_top,
+                    device=device, progress=progress)
+    return UniformChoice(fc.chosen, fc.candidates, fc.model, fc.packed)
+
+
+@dataclass
+class PackedRival:
+    name: str
+    model: nn.Module | None  # rebuilt from its packed file; None when the rival could not be built
+    path: Path | None
+    extra: dict
+
+
+def _packed_rival(name: str, base: nn.Module, data, arch: Architecture, cfg: AdaLayerConfig, opts: CompressOptions,
+                  *, target_bytes: int, x1: torch.Tensor, directory: Path, device: str, progress) -> PackedRival:
+    """One packed rival at ``target_bytes``: fitted, fine-tuned (same recipe), packed, rebuilt from its file."""
+    path = directory / f"{name}.lwpk"
+    try:
+        if name == "hawq-ilp":
+            targets, _ = find_targets(base)
+            choice = hawq_ilp(base, targets, data.val, plan_size_fn(base, arch, cfg), target_bytes, b_min=cfg.b_min,
+                              b_max=cfg.b_max, p_max=cfg.p_max, samples=cfg.hessian_samples,
+                              batches=cfg.hessian_batches, device=device, seed=cfg.seed)
+            m, _, packed = compress_plan(copy.deepcopy(base), data, arch, prune_ratio=choice.prune_ratio,
+                                         bits=choice.bits, config=cfg, device=device, progress=progress)
+            extra = {"hawq": choice.to_json(), "val_accuracy_finetuned": evaluate(m, data.val, device=device).accuracy,
+                     "ranking": "scipy.optimize.milp minimum of sum Tr(H_l)/n_l ||Q(W_l)-W_l||^2 under the packed size"}
+        else:
+            fc: FamilyChoice = fit_family(name, base, data, arch, cfg, target_bytes=target_bytes, example_input=x1,
+                                          bits_options=list(opts.uniform_bits), band=opts.uniform_band,
+                                          top=opts.uniform_top, device=device, progress=progress)
+            packed, extra = fc.packed, {**fc.to_json(), "prune_ratio": fc.chosen.prune_ratio, "bits": fc.chosen.bits,
+                                        "same_size_band": opts.uniform_band}
+    except (LayerwiseError, RuntimeError) as exc:  # e.g. no double backward through an LSTM for the Hessian
+        path.unlink(missing_ok=True)
+        return PackedRival(name, None, None, {"reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+    write_packed(path, packed)
+    extra.update(packed_path=str(path), fine_tune="same recipe as adalayer, cross-entropy only")
+    return PackedRival(name, load_packed(path).model, path, extra)
 
 
 def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, progress=None) -> CompressOutput:
@@ -180,19 +217,24 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
         equal = bool(torch.equal(ada_rebuilt(xb), ada.model(xb)))
     onnx = export_and_check(ada_rebuilt, xb[:8], directory / "adalayer.onnx")
 
-    # -- uniform at the same packed size ----------------------------------------------------------
-    best = fit_uniform(base, data, arch, cfg, opts, target_bytes=len(ada.packed), device=spec.device,
-                       progress=progress)
-    cands = best.candidates
-    uni_path = write_packed(directory / "uniform.lwpk", best.packed)
-    uni_rebuilt = load_packed(uni_path).model
+    # -- rivals at the same packed size, same fine-tune --------------------------------------------
+    rivals = {name: _packed_rival(name, base, data, arch, cfg, opts, target_bytes=len(ada.packed), x1=x1,
+                                  directory=directory, device=spec.device, progress=progress)
+              for name in PACKED_RIVALS}
 
     # -- int8-static: static post-training int8 of the dense model, x86 engine --------------------
     int8_path = directory / "int8-static.pt"
     int8_res, int8, int8_extra = _int8_static(base, data, x1, xb, opts, spec.device, int8_path)
 
+    # -- adalayer-int8: the packed model executed with integer weights and activations -------------
+    int_path = directory / "adalayer-int8.pt"
+    int_res, int_model, int_extra = _int8_static(ada_rebuilt, data, x1, xb, opts, spec.device, int_path,
+                                                 bits=ada.allocation.bits)
+
     # -- measurements, side by side ---------------------------------------------------------------
-    models = {"dense": base, "uniform": uni_rebuilt, "int8-static": int8, "adalayer": ada_rebuilt}
+    models = {"dense": base, **{k: r.model for k, r in rivals.items()}, "int8-static": int8, "adalayer": ada_rebuilt,
+              "adalayer-int8": int_model}
+    static = {"int8-static": (int8_res, int8_extra, int8_path), "adalayer-int8": (int_res, int_extra, int_path)}
     measured = {k: m for k, m in models.items() if m is not None}
     lat1 = compare_latency({k: (m, x1) for k, m in measured.items()}, n=opts.latency_n, warmup=20, threads=threads)
     xB = x1.repeat(opts.latency_batch, *([1] * (x1.dim() - 1)))
@@ -201,9 +243,13 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
     dense_macs = count_macs(base, x1)
     variants, table, hits = [], [p.to_json() for p in ada.plans], {}
     for name, m in models.items():
-        if m is None:  # int8-static could not be built: recorded, never a made-up number
-            why = f"not measured: the model could not be quantized statically: {int8_res.reason}"
-            extra = {"accuracy_split": "test", **int8_res.to_json(), "reason": why}
+        if m is None:  # a rival that could not be built: recorded, never a made-up number
+            if name in static:
+                why = f"not measured: the model could not be quantized statically: {static[name][0].reason}"
+                extra = {"accuracy_split": "test", **static[name][0].to_json(), "reason": why}
+            else:
+                why = f"not measured: {name} could not be built for this model: {rivals[name].extra['reason']}"
+                extra = {"accuracy_split": "test", "reason": why}
             extra.update({k: why for k in ("accuracy", "macs", "macs_executed", "params", "size_bytes",
                                            "peak_mem_bytes", "latency_ms", "energy_j")})
             variants.append(Variant(name=name, extra=extra))
@@ -215,12 +261,24 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
         acc, hits[name] = _test_hits(m, data, spec.device)
         energy = measure_energy(forward, n=20, device=spec.device)
         mem = peak_memory(forward, device=spec.device)
+        act_bytes, act_layer = activation_peak_bytes(m, x1 if name not in static else x1.cpu())
         extra: dict = {"accuracy_split": "test", "latency_batched_ms": latB[name].to_json(),
-                       "memory_scope": mem.scope, "macs_source": dense_macs.source}
+                       "memory_scope": mem.scope, "macs_source": dense_macs.source,
+                       "activation_peak_bytes": act_bytes, "activation_peak_layer": act_layer,
+                       "activation_peak_source": "largest input + output bytes of one leaf module at batch 1 "
+                                                 "(fp32: 4 B, quint8: 1 B per value): a tensor-size estimate"}
         macs, executed, params = dense_macs.total, dense_macs.total, _nonzero_params(m)
         if name == "dense":
             size = dense_size.bytes
             extra.update(size_source="torch.save(state_dict), fp32", checkpoint=base_source)
+        elif name == "adalayer-int8":
+            size = int_path.stat().st_size
+            params = quantized_params(m)
+            extra.update(int_res.to_json(), **int_extra)
+            extra.update(runtime_of=str(ada_path), size_source="torch.save(state_dict) of the converted FX model: a "
+                         "runtime form of adalayer.lwpk (8-bit dense codes); the packed file stays the artifact",
+                         note="integer weights (the packed codes, exactly) and uint8 activations calibrated on val, "
+                              "x86 engine, no fine-tune for the activation rounding")
         elif name == "int8-static":
             size = int8_path.stat().st_size
             params = quantized_params(m)
@@ -234,7 +292,7 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
                          note="post-training: the dense weights, no pruning and no fine-tune; accuracy, latency and "
                               "size are those of the model rebuilt from the saved file")
         else:
-            size = (ada_path if name == "adalayer" else uni_path).stat().st_size
+            size = (ada_path if name == "adalayer" else rivals[name].path).stat().st_size
             extra["size_source"] = "os.path.getsize of the packed file (.lwpk)"
             if cfg.structured and name == "adalayer":
                 mc = count_macs(m, x1)
@@ -244,16 +302,14 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
                 executed = _executed_macs(m, dense_macs.per_module, dense_macs.total)
                 extra["macs_executed_note"] = ("nonzero-weight MACs (what a sparse kernel would run); the rebuilt "
                                                "model runs dense PyTorch kernels, so its latency equals dense")
-        if name == "uniform":
-            extra.update(prune_ratio=best.chosen.prune_ratio, bits=best.chosen.bits,
-                         candidates=[c.to_json() for c in cands], same_size_band=opts.uniform_band,
-                         packed_path=str(uni_path))
+        if name in rivals:
+            extra.update(rivals[name].extra)
         if name == "adalayer":
             extra.update(layers=table, skipped=[s.to_json() for s in ada.skipped], budget=ada.budget.to_json(),
                          allocation=ada.allocation.to_json(), sensitivity=ada.sensitivity.to_json(),
                          sensitivity_cached=ada.sensitivity.cached, config=cfg.to_json(),
                          packed_path=str(ada_path), rebuilt_equals_fake_quant=equal, onnx=onnx.to_json(),
-                         val_accuracy_before_finetune=ada.val_accuracy_before_finetune,
+                         val_accuracy_before_finetune=ada.val_accuracy_before_finetune, eq5=ada.regulariser,
                          structured_channels={k: list(v) for k, v in ada.structured_channels.items()},
                          mode="structured" if cfg.structured else "unstructured")
         variants.append(Variant(name=name, accuracy=acc, macs=macs, macs_executed=min(executed, macs),
@@ -270,6 +326,8 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
     path = write_results(directory, results)
     checks = {"rebuilt_equals_fake_quant": equal, "equality_inputs": int(xb.shape[0]), "onnx": onnx.to_json(),
               "latency_ratio_b1": lat1["adalayer"].median_ms / lat1["dense"].median_ms,
+              "latency_ratio_b1_adalayer_int8": (lat1["adalayer-int8"].median_ms / lat1["dense"].median_ms
+                                                 if "adalayer-int8" in lat1 else None),
               "latency_ratio_b1_int8": (lat1["int8-static"].median_ms / lat1["dense"].median_ms
                                         if "int8-static" in lat1 else None),
               "latency_iqr_ms": {k: v.iqr_ms for k, v in lat1.items()}}
@@ -284,6 +342,9 @@ def add_arguments(p) -> None:
     add_common_arguments(p, training=True)
     p.add_argument("--budget", type=float, default=0.15, help="packed size as a fraction of the dense fp32 file")
     p.add_argument("--structured", action="store_true", help="remove whole channels with Torch-Pruning")
+    p.add_argument("--allocation", choices=("eq23", "ilp"), default="eq23",
+                   help="eq. 6: the paper's eq. 2-3 scaled to the budget (default) or an integer program over "
+                        "per-layer (ratio, bits) minimising the probe-predicted damage")
     p.add_argument("--importance", choices=("accuracy", "hessian"), default="accuracy",
                    help="A_l from measured accuracy drops (paper) or Hutchinson Hessian traces (HAWQ-style)")
     p.add_argument("--probe-ratio", type=float, default=0.8, help="eq. 1 probe: prune this fraction of one layer")
@@ -294,14 +355,21 @@ def add_arguments(p) -> None:
                    help="A_l = log1p(s/median)/log1p(max/median) (default) or s/max")
     p.add_argument("--base-epochs", type=int, default=20, help="epochs to train the dense model (no --checkpoint)")
     p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--b-min", type=int, default=4)
+    p.add_argument("--b-min", type=int, default=2, help="fewest bits of any layer (adalayer and hawq-ilp)")
     p.add_argument("--b-max", type=int, default=8)
     p.add_argument("--p-max", type=float, default=0.95)
     p.add_argument("--alpha", type=float, default=1.0, help="eq. 1 weight of the accuracy contribution")
     p.add_argument("--beta", type=float, default=-1.0, help="eq. 1 weight of the MAC share (negative: costly "
                                                             "layers are compressed harder)")
-    p.add_argument("--eta", type=float, default=1e-5, help="eq. 5 sparsity regularisation")
-    p.add_argument("--uniform-top", type=int, default=2, help="uniform candidates to fine-tune")
+    p.add_argument("--gamma", type=float, default=1.0, help="eq. 2 weight of (1 - I_l) in the pruning ratio")
+    p.add_argument("--delta", type=float, default=0.3, help="eq. 2 weight of the redundancy R_l")
+    p.add_argument("--lam", type=float, default=4.0, help="eq. 3 lambda: bits taken away per unit of (1 - I_l)")
+    p.add_argument("--eta", type=float, default=1e-5, help="eq. 5 sparsity weight, used as given with --eta-share 0")
+    p.add_argument("--eta-share", type=float, default=0.1, help="eq. 5: eta calibrated so the term is this share "
+                                                                "of the fine-tune loss at its start (0: use --eta)")
+    p.add_argument("--hessian-samples", type=int, default=8, help="Hutchinson vectors (hessian importance, hawq-ilp)")
+    p.add_argument("--uniform-top", type=int, default=0, help="rival candidates to fine-tune (0: every candidate "
+                                                              "within the same-size band; ranked after fine-tune)")
     p.add_argument("--latency-n", type=int, default=200)
     p.add_argument("--cache-dir", type=Path, help="sensitivity cache (default DIR/cache)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (2 base epochs, 1 "
@@ -311,9 +379,11 @@ def add_arguments(p) -> None:
 def run_command(args, progress=None) -> CommandReport:
     cfg = AdaLayerConfig(alpha=args.alpha, beta=args.beta, importance=args.importance, p_max=args.p_max,
                          probe_ratio=args.probe_ratio, probe_bits=args.probe_bits, probe_metric=args.probe_metric,
-                         normalisation=args.normalisation,
-                         b_min=args.b_min, b_max=args.b_max, eta=args.eta, finetune_epochs=args.finetune_epochs,
-                         structured=args.structured, seed=args.seed)
+                         normalisation=args.normalisation, gamma=args.gamma, delta=args.delta, lam=args.lam,
+                         hessian_samples=args.hessian_samples,
+                         b_min=args.b_min, b_max=args.b_max, eta=args.eta, eta_share=args.eta_share,
+                         finetune_epochs=args.finetune_epochs,
+                         structured=args.structured, allocation=args.allocation, seed=args.seed)
     opts = CompressOptions(budget=args.budget, base_epochs=args.base_epochs, uniform_top=args.uniform_top,
                            latency_n=args.latency_n, cache_dir=args.cache_dir)
     if args.quick:
@@ -326,6 +396,22 @@ def run_command(args, progress=None) -> CommandReport:
 def _ci_text(x) -> str:
     ci = x.accuracy_ci
     return f"{100 * ci['low']:.1f}-{100 * ci['high']:.1f}" if ci else "-"
+
+
+def _rival_text(x) -> str:
+    e = x.extra
+    if x.accuracy is None:
+        return e["reason"]
+    if "hawq" in e:
+        bits = list(e["hawq"]["layer_bits"].values())
+        ratios = list(e["hawq"]["layer_prune_ratio"].values())
+        return (f"integer program: bits {min(bits)}-{max(bits)}, "
+                f"prune {100 * min(ratios):.0f}-{100 * max(ratios):.0f} % "
+                f"per layer, {e['hawq']['solves']} solve(s)")
+    what = {"uniform": "in every layer", "uniform-fl8": "in every layer but the first and output (8 bits, unpruned)",
+            "magnitude": "global magnitude pruning (one |w| threshold), uniform bits"}[e["family"]]
+    return f"{e['bits']} bits, knob {100 * e['prune_ratio']:.1f} % {what}; chosen after fine-tune of " \
+           f"{sum(c['val_accuracy_finetuned'] is not None for c in e['candidates'])} candidate(s)"
 
 
 def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOptions) -> str:
@@ -363,8 +449,8 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
         "",
         "Paired on the same test images (bootstrap 95 % CI, exact McNemar):",
         *(f"  {c['verdict']}" for c in res.comparisons),
-        *(["  adalayer vs int8-static: not compared (int8-static has no test hits)"]
-          if not any(c["b"] == "int8-static" for c in res.comparisons) else []),
+        *(f"  adalayer vs {x.name}: not compared ({x.name} has no test hits)" for x in res.variants
+          if x.accuracy is None),
         "",
         f"packed file        {ada['packed_path']}  ({v['adalayer'].size_bytes:,} bytes = "
         f"{v['adalayer'].size_bytes / dense.size_bytes:.4f} of dense; smallest feasible budget "
@@ -372,9 +458,9 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
         f"rebuilt == fake-quant (torch.equal on {out.checks['equality_inputs']} test inputs): {out.checks['rebuilt_equals_fake_quant']}",
         f"ONNX vs onnxruntime max |diff| {out.checks['onnx']['max_abs_diff']:.2e} (tolerance "
         f"{out.checks['onnx']['tolerance']:g}): {'ok' if out.checks['onnx']['ok'] else 'MISMATCH'}",
-        f"uniform baseline   {v['uniform'].extra['bits']} bits, prune {100 * v['uniform'].extra['prune_ratio']:.1f} % "
-        f"in every layer",
     ]
+    for name in PACKED_RIVALS:
+        lines.append(f"{name:<18} {_rival_text(v[name])}")
     if i8.accuracy is None:
         lines.append(f"int8-static        {i8.extra['reason']}")
     else:
@@ -384,6 +470,23 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
                      f"quantized layers, rebuilt from {i8.extra['artifact_path']} == quantized: "
                      f"{i8.extra['rebuilt_equals_quantized']}"
                      + (f"; left fp32: {', '.join(ops['float_layers'])}" if ops["float_layers"] else ""))
+    ai = v["adalayer-int8"]
+    if ai.accuracy is None:
+        lines.append(f"adalayer-int8      {ai.extra['reason']}")
+    else:
+        a, lat, dl = v["adalayer"], ai.latency_ms, dense.latency_ms
+        cpu = (f"; thread CPU {lat['thread_cpu']['median']:.3f} ms vs fp32 {dl['thread_cpu']['median']:.3f} ms"
+               if "thread_cpu" in lat and "thread_cpu" in dl else "")
+        lines.append(f"adalayer-int8      integer execution of the packed model (int8 weights = its codes in "
+                     f"{ai.extra['executed'].get('exact_packed_codes_layers', 0)} layers, uint8 activations): "
+                     f"acc {100 * ai.accuracy:.2f} % vs packed {100 * a.accuracy:.2f} %; batch-1 latency "
+                     f"{lat['median']:.3f} ± {lat['iqr']:.3f} ms = {lat['median'] / dl['median']:.2f}x fp32 dense "
+                     f"(interleaved){cpu}; activation peak {ai.extra['activation_peak_bytes']:,} B vs packed "
+                     f"(fp32) {a.extra['activation_peak_bytes']:,} B")
+    if ada.get("eq5"):
+        e5 = ada["eq5"]
+        lines.append(f"eq. 5 term         eta {e5['eta']:.3g}: {100 * e5['share_first']:.1f} % of the fine-tune "
+                     f"loss at the start, {100 * e5['share_mean']:.1f} % on average, {100 * e5['share_last']:.1f} % at the end")
     if ada["skipped"]:
         lines.append("left uncompressed: " + "; ".join(f"{s['name']} ({s['kind']})" for s in ada["skipped"]))
     lines.append(f"figures            {', '.join(res.figures)}")
