@@ -30,20 +30,41 @@ def test_dense_is_macs_times_mac_cycles(name):
     assert e.estimated and e.source == f"cycle model: {name}"
 
 
-def test_swmul_target_fifty_percent_skipped():
+def test_swmul_fifty_percent_skipped_by_hand():
     c = linear_counts(24000)
     dense = cost(c, "dense").cycles
-    assert dense == 48000 * 87
-    # exact division: 24000*87 (MACs) + 24000*5 (keep) + 24000*8 (skip) + 400*150 (divisions)
+    assert dense == 48000 * SW.mac
+    # exact division: 24000 MACs run (each + a kept test), 24000 skipped tests, 400 divisions
     exact = cost(c, "unit", "exact")
-    assert exact.cycles == 2_460_000
-    assert exact.cycles / dense == pytest.approx(0.589080, abs=1e-6)
-    # bitshift with the default 8 shift steps per division: + 400 * (4 + 8*4)
+    assert exact.cycles == pytest.approx(24000 * (SW.mac + SW.compare_branch_keep)
+                                         + 24000 * SW.compare_branch_skip
+                                         + 400 * SW.division["exact"])
+    # bitshift with the profile's default shift steps per division
     shift = cost(c, "unit", "bitshift")
-    assert shift.cycles == 2_414_400
-    assert shift.cycles / dense == pytest.approx(0.578161, abs=1e-6)
+    assert shift.cycles == pytest.approx(
+        exact.cycles - 400 * SW.division["exact"] + 400 * SW.division["bitshift"]
+        + 400 * SW.default_steps["bitshift"] * SW.division_step["bitshift"])
+    # with a software multiply, skipping half the MACs costs well under 0.6x dense
     assert shift.cycles / dense < 0.6 and exact.cycles / dense < 0.6
-    assert exact.breakdown["division"] == 400 * 150
+    assert exact.breakdown["division"] == pytest.approx(400 * SW.division["exact"])
+
+
+def test_counted_multiply_bits_move_the_software_mac_cost():
+    # mac is the cost at default_multiply_bits; each bit of |w| more costs multiply_step
+    avg = McuWork(macs_executed=100, multiply_steps=100 * SW.default_multiply_bits)
+    wide = McuWork(macs_executed=100, multiply_steps=100 * (SW.default_multiply_bits + 2))
+    assert estimate(avg, SW).cycles == pytest.approx(100 * SW.mac)
+    assert estimate(wide, SW).cycles == pytest.approx(100 * SW.mac + 200 * SW.multiply_step)
+    assert HW.multiply_step == 0      # the hardware multiplier takes the same time for any data
+
+
+def test_export_loop_terms_are_charged():
+    w = McuWork(rows=3, row_tests=2, segments=5, outputs=7, elementwise=11, zero_keep=13,
+                zero_skip=17)
+    for p in (SW, HW):
+        assert estimate(w, p).cycles == pytest.approx(
+            3 * p.row + 2 * p.row_test + 5 * p.segment + 7 * p.output + 11 * p.elementwise
+            + 13 * p.zero_test_keep + 17 * p.zero_test_skip)
 
 
 @pytest.mark.parametrize("name", ["msp430-swmul", "msp430-hwmul"])
@@ -103,14 +124,16 @@ def test_bad_names_raise():
 
 
 @pytest.mark.parametrize("name", ["msp430-swmul", "msp430-hwmul"])
-def test_unit_compare_costs_the_same_in_both_profiles(name):
-    # the compare-and-skip test never touches the multiplier: 5 cycles when it keeps the MAC,
-    # 8 when it skips (mspdebug sim, classic MSP430 core), in every profile
-    assert estimate(McuWork(compares_keep=1), name).cycles == 5
-    assert estimate(McuWork(compares_skip=1), name).cycles == 8
+def test_unit_compare_costs_are_the_profiles(name):
+    p = get_profile(name)
+    assert estimate(McuWork(compares_keep=1), name).cycles == p.compare_branch_keep
+    assert estimate(McuWork(compares_skip=1), name).cycles == p.compare_branch_skip
     c = MacCounts(total=10, threshold=4, compares=10, samples=1)
     e = cost(c, "unit", profile=name)
-    assert e.breakdown["compare_keep"] == 6 * 5 and e.breakdown["compare_skip"] == 4 * 8
+    assert e.breakdown["compare_keep"] == pytest.approx(6 * p.compare_branch_keep)
+    assert e.breakdown["compare_skip"] == pytest.approx(4 * p.compare_branch_skip)
+    # a skipped test is far cheaper than the MAC it saves with a software multiply
+    assert SW.compare_branch_skip < SW.mac / 5
 
 
 def test_plus_adds_samples_and_combine_layers_counts_network_inputs():
@@ -140,9 +163,9 @@ def test_per_sample_cycles_of_a_three_layer_mlp_are_the_sum_of_its_layers():
     layers = per_layer_counts(model)
     assert [c.samples for c in layers.values()] == [100, 100, 100]
     assert total_counts(model).samples == 100
-    # dense: (8*6 + 6*5 + 5*3) MACs per input, 87 cycles each on msp430-swmul
+    # dense: (8*6 + 6*5 + 5*3) MACs per input, SW.mac cycles each on msp430-swmul
     for counts in (layers, list(layers.values()), total_counts(model)):
-        assert cost(counts, "dense", per_sample=True).cycles == pytest.approx(93 * 87)
+        assert cost(counts, "dense", per_sample=True).cycles == pytest.approx(93 * SW.mac)
     for name in ("msp430-swmul", "msp430-hwmul"):
         p = PROFILES[name]
         expected = 0.0

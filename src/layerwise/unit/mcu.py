@@ -1,41 +1,42 @@
-"""A documented cycle model of UnIT and its baselines on an MSP430FR5994-class MCU.
+"""A cycle model of UnIT and its baselines on an MSP430FR5994-class MCU, fitted to a simulator.
 
 Every figure this module returns is an ESTIMATE (``estimated=True``) from cycle counts per
 operation, not a measurement; its ``source`` names the profile. The model charges, per inference:
 
-* ``mac``: one executed MAC (operand loads + multiply + add into the accumulator);
-* ``compare_branch_keep`` / ``compare_branch_skip``: one compare-and-branch test that lets the MAC
-  run / skips it (the kernels' ``|z| > t`` and zero tests; see :mod:`layerwise.unit.counts` for
-  which tests a loop makes);
+* ``mac``: one executed MAC (operand loads + multiply + add into the accumulator + its loop step);
+  with a software multiply its cost also grows by ``multiply_step`` per bit of ``|w|`` above the
+  profile's ``default_multiply_bits`` when the bits are counted (``McuWork.multiply_steps``);
+* ``compare_branch_keep`` / ``compare_branch_skip``: one threshold compare-and-branch (UnIT's
+  ``|z| > t``) that lets the MAC run (added to it) / skips it (the whole skipped iteration);
+  ``zero_test_keep`` / ``zero_test_skip`` the same for a zero-operand test (zero-skipping build);
 * ``division[method]``: one threshold ratio, plus ``division_step[method]`` per shift-loop
-  iteration (bitshift) or tree comparison (binary_tree);
-* ``load``: one extra memory read (a sparse runtime's index).
+  iteration (bitshift, bitmask) or tree comparison (binary_tree);
+* ``load``: one extra memory read (a sparse runtime's index);
+* the exported runtime's loop overhead (:mod:`layerwise.export`): ``row`` per loop row (a
+  conv weight, a Linear input), ``row_test`` per zero test of a row, ``segment`` per start of the
+  innermost loop, ``output`` per output element requantised, ``elementwise`` per element a ReLU or
+  a pooling layer reads. :func:`work_for` (counts from :class:`~layerwise.unit.counts.MacCounts`)
+  leaves these at 0: there the model compares MAC-level work only.
 
-Two profiles (cycles at the core clock; FRAM wait states are not modelled, so the clock is set to
-8 MHz, the MSP430FR5994's highest frequency without FRAM wait states; energy per cycle does not
-depend on that choice because active current scales with frequency):
-
-* ``msp430-swmul``: the paper's figures (section 1 and 2.2): a software multiply ~77 cycles
-  (TI SLAA329), an add 6. MAC = 2 operand loads (2 each) + 77 + 6 = 87. Exact division: a
-  software 32/16 division, ~150 cycles (our estimate: the paper only says division is "nearly as
-  expensive as multiplication" and that bitshift / binary tree are 50-59.8 % faster than it,
-  Fig. 8).
-* ``msp430-hwmul``: figures measured with ``mspdebug sim`` on the classic MSP430 core (an earlier
-  throwaway measurement; ``python bench/msp430_cycles.py`` is the repository's own, see below):
-  hardware-multiplier MAC about 8-11 cycles including operand writes (we take 10),
-  add / shift 1. Exact division through the same software routine (the MPY32 has no divider).
-
-The compare-and-skip test (UnIT's ``|z| > t`` and every zero test) never touches the multiplier,
-so both profiles charge it the same: :data:`COMPARE_KEEP_CYCLES` (5) when it lets the MAC run and
-:data:`COMPARE_SKIP_CYCLES` (8) when it skips, measured with ``mspdebug sim`` on the classic MSP430
-core in an earlier measurement. ``python bench/msp430_cycles.py`` re-measures the loops here and
-finds about 7.4 cycles for a kept test (over its MAC) and about 9 for a skipped one without its
-loop step (docs/unit.md); these constants are not yet updated to it. They are the only place
-these figures live; update them there (with :data:`COMPARE_SOURCE`).
+Both profiles are FITTED to cycle counts measured in ``mspdebug sim`` (classic MSP430 core, no
+FRAM wait states) on the C that ``layerwise export-c`` generates (:mod:`layerwise.export`):
+tiny-cnn (digits at 28x28) and cnn1d (basic-motions), one inference each, every build (dense,
+dense skipping zeros, UnIT with exact / bitshift / binary_tree / bitmask division), per layer,
+and widar-lenet (digits at 20x20, measured slice by slice: it does not fit 64 KB) dense and UnIT
+with exact division (its other builds did not finish on the shared machine); ``msp430-swmul`` links
+a shift-and-add 16x16 multiply (one step per bit of ``|w|``), ``msp430-hwmul`` uses the 16-bit
+memory-mapped multiplier (``-mhwmult=16bit``). The costs are the non-negative least-squares
+solution over every measured layer, each equation divided by its network's total
+(:mod:`layerwise.export.fit`; rerun ``python -m layerwise.export.fit RUN/results.json ...``
+on the ``export-c`` results). They are effective costs of that generated code compiled by clang
+14 at -O2 (a cost the fit finds unidentifiable from these runs comes out 0 and is absorbed by the
+others); the fit reproduces every measured network and build within the errors documented in
+:data:`FIT_NOTE`. The UnIT paper's own figures (software multiply ~77 cycles, add 6, section 1
+and 2.2) are for TI's compiler and runtime and are not used.
 
 Active power: MSP430FR5994 datasheet active-mode current, about 118 uA/MHz at 3.0 V (FRAM
 execution, typical; an estimate assumption: it varies with cache hit ratio and supply), i.e.
-``118e-6 * f_MHz * 3.0`` W. At 8 MHz: 2.83 mW, 0.354 nJ per cycle.
+``118e-6 * f_MHz * 3.0`` W. At 8 MHz: 2.83 mW, 0.354 nJ per cycle. Energy is always an estimate.
 
 Runtimes (what each compared variant pays), :func:`cost`:
 
@@ -53,9 +54,6 @@ Runtimes (what each compared variant pays), :func:`cost`:
 * ``"unit"``: UnIT (eq. 2-3): the same loop and tests (``counts.compares``) plus
   ``counts.divisions`` ratios by the chosen ``division`` method with ``avg_steps`` loop steps
   each (measured by the kernels; defaults per profile); only the executed MACs run.
-
-No runtime is charged loop overhead (index arithmetic, pointer increments) beyond the per-MAC
-loads; it is the same for every variant and is left out so that ratios compare work.
 """
 
 from __future__ import annotations
@@ -87,50 +85,60 @@ class McuProfile:
     active_power_w: float
     source: str
     notes: str = ""
+    # the exported C runtime's other work (layerwise.export; 0: not modelled)
+    multiply_step: float = 0.0      # per bit of |w| in a software multiply (MAC += step * bits)
+    default_multiply_bits: float = 0.0   # bits of |w| per MAC when none were counted
+    row: float = 0.0                # per loop row (a weight of a conv, an input of a Linear)
+    row_test: float = 0.0           # per zero test of a row (zero weight / zero input skip)
+    segment: float = 0.0            # per start of the innermost loop (a conv output row)
+    zero_test_keep: float = 0.0     # per-MAC zero-operand test that lets the MAC run
+    zero_test_skip: float = 0.0     # ... that skips it (the zero-skipping build's test)
+    output: float = 0.0             # per output element requantised and stored
+    elementwise: float = 0.0        # per element read by a ReLU or a pooling layer
 
     @property
     def energy_per_cycle_j(self) -> float:
         return self.active_power_w / self.clock_hz
 
 
-# The compare-and-skip test, one figure for every profile (module docstring). ONE place.
-COMPARE_KEEP_CYCLES = 5
-COMPARE_SKIP_CYCLES = 8
-COMPARE_SOURCE = ("UnIT compare-and-skip test 5 cycles (keep) / 8 (skip), mspdebug sim on the "
-                  "classic MSP430 core (an earlier measurement; bench/msp430_cycles.py gives about 7.4 / 9); "
-                  "it does not use the multiplier, so every "
-                  "profile charges it the same")
-
 _CLOCK = 8e6
 _POWER = 118e-6 * (_CLOCK / 1e6) * 3.0   # datasheet ~118 uA/MHz at 3 V (estimate assumption)
 
+#: how the profiles were fitted and how well they reproduce the simulator (module docstring)
+FIT_NOTE = ("fitted by non-negative least squares to mspdebug sim (MSPDebug 0.22, classic MSP430 "
+            "core) runs of layerwise export-c's C built by clang 14 -O2, per layer: tiny-cnn "
+            "(digits 28x28) and cnn1d (basic-motions), every build with both multipliers, and "
+            "widar-lenet (digits 20x20, sliced) dense and UnIT-exact with both multipliers; largest "
+            "whole-network error of the fit 2.2 % (swmul) and 7.8 % (hwmul) except widar-lenet "
+            "UnIT with the hardware multiplier (+16 %); see layerwise.export.fit")
+
 PROFILES: dict[str, McuProfile] = {
+    # fitted costs, rounded to 1/8 cycle (exact in floating point); see FIT_NOTE. The software
+    # multiply's 12 cycles per bit of |w| are not fitted: they are its routine's own cost
+    # (layerwise/export/runtime/mul16_sw.S: 11 per step, 2 more per set bit); mac is the MAC at
+    # 9.75 bits, the average over the measured runs.
     "msp430-swmul": McuProfile(
         name="msp430-swmul", clock_hz=_CLOCK,
-        mac=2 * 2 + 77 + 6, add=6, compare_branch_keep=COMPARE_KEEP_CYCLES,
-        compare_branch_skip=COMPARE_SKIP_CYCLES, load=2,
-        # exact: software 32/16 division (estimate); bitshift: final T >> n (~4) + per loop
-        # iteration rra + inc + jnz (1 + 1 + 2); binary tree: leaf table load (3) + cmp + jump per
-        # level (4, the paper's upper branch figure); bitmask: and/sub/add/shift on two 16-bit
-        # halves of each float word (~12, no FPU on the MSP430).
-        division={"exact": 150, "bitshift": 4, "binary_tree": 3, "bitmask": 12},
-        division_step={"exact": 0, "bitshift": 4, "binary_tree": 4, "bitmask": 0},
-        default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 0},
+        mac=176.0, add=1, compare_branch_keep=5.875, compare_branch_skip=17.125, load=2,
+        division={"exact": 263.5, "bitshift": 0.0, "binary_tree": 0.0, "bitmask": 0.0},
+        division_step={"exact": 0, "bitshift": 0.0, "binary_tree": 0.0, "bitmask": 0.0},
+        default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 8},
         active_power_w=_POWER,
-        source="UnIT paper figures (multiply ~77, add 6 cycles; TI SLAA329); compare test: "
-               "mspdebug sim (classic MSP430 core)",
-        notes="loads 2 cycles each; exact division 150 is an estimate; " + COMPARE_SOURCE),
+        multiply_step=12.0, default_multiply_bits=9.75, row=105.125, row_test=158.125, segment=0.0,
+        zero_test_keep=0.0, zero_test_skip=4.625, output=598.875, elementwise=13.5,
+        source="fitted to mspdebug sim (software shift-and-add multiply)",
+        notes=FIT_NOTE),
     "msp430-hwmul": McuProfile(
         name="msp430-hwmul", clock_hz=_CLOCK,
-        mac=10, add=1, compare_branch_keep=COMPARE_KEEP_CYCLES,
-        compare_branch_skip=COMPARE_SKIP_CYCLES, load=2,
-        division={"exact": 150, "bitshift": 2, "binary_tree": 3, "bitmask": 8},
-        division_step={"exact": 0, "bitshift": 3, "binary_tree": 3, "bitmask": 0},
-        default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 0},
+        mac=41.5, add=1, compare_branch_keep=18.875, compare_branch_skip=27.75, load=2,
+        division={"exact": 739.5, "bitshift": 0.0, "binary_tree": 23.25, "bitmask": 0.0},
+        division_step={"exact": 0, "bitshift": 31.25, "binary_tree": 0.0, "bitmask": 16.5},
+        default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 8},
         active_power_w=_POWER,
-        source="mspdebug sim measurements on the classic MSP430 core",
-        notes="HW-multiplier MAC 8-11 cycles incl. operand writes (10 used); cmp+jump 3; "
-              "add/shift 1; " + COMPARE_SOURCE),
+        row=0.0, row_test=0.0, segment=0.0, zero_test_keep=7.625, zero_test_skip=7.625,
+        output=262.75, elementwise=13.25,
+        source="fitted to mspdebug sim (16-bit hardware multiplier, -mhwmult=16bit)",
+        notes=FIT_NOTE),
 }
 
 
@@ -154,6 +162,14 @@ class McuWork:
     division_steps: float = 0.0
     division: str = "exact"
     extra_loads: int = 0
+    multiply_steps: float | None = None   # bits of |w| over executed MACs; None: profile default
+    rows: int = 0
+    row_tests: int = 0
+    segments: int = 0
+    zero_keep: int = 0
+    zero_skip: int = 0
+    outputs: int = 0
+    elementwise: int = 0
 
 
 @dataclass
@@ -176,12 +192,19 @@ def estimate(work: McuWork | Iterable[McuWork], profile: str | McuProfile = "msp
     """Cycles, time and energy of ``work`` (one :class:`McuWork` or several, e.g. per layer)."""
     p = get_profile(profile)
     works = [work] if isinstance(work, McuWork) else list(work)
-    bd = {"mac": 0.0, "compare_keep": 0.0, "compare_skip": 0.0, "division": 0.0, "load": 0.0}
+    bd = {"mac": 0.0, "compare_keep": 0.0, "compare_skip": 0.0, "division": 0.0, "load": 0.0,
+          "loop": 0.0}
     for w in works:
         if w.division not in DIVISIONS:
             raise LayerwiseError(
                 f"unknown division method {w.division!r}; use one of {', '.join(DIVISIONS)}")
-        bd["mac"] += w.macs_executed * p.mac
+        extra_bits = (0.0 if w.multiply_steps is None
+                      else w.multiply_steps - w.macs_executed * p.default_multiply_bits)
+        bd["mac"] += w.macs_executed * p.mac + extra_bits * p.multiply_step
+        bd["compare_keep"] += w.zero_keep * p.zero_test_keep
+        bd["compare_skip"] += w.zero_skip * p.zero_test_skip
+        bd["loop"] += (w.rows * p.row + w.row_tests * p.row_test + w.segments * p.segment
+                       + w.outputs * p.output + w.elementwise * p.elementwise)
         bd["compare_keep"] += w.compares_keep * p.compare_branch_keep
         bd["compare_skip"] += w.compares_skip * p.compare_branch_skip
         bd["division"] += (w.divisions * p.division[w.division]
