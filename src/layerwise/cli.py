@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import LayerwiseError
 
-COMMAND_MODULES = ("demo", "profile", "train_run", "unit_run", "compress_run", "lwac_run", "ela_run", "report_run", "bench")
+COMMAND_MODULES = ("demo", "profile", "train_run", "unit_run", "compress_run", "lwac_run", "ela_run", "report_run", "bench", "export_c", "run_config", "stack_run")
 
 # Commands whose --out is a file, or that have none: no folder to prepare.
 _NO_OUT_FOLDER = {"report", "list"}
@@ -94,7 +94,28 @@ def _cmd_list(args, progress=None):
     from .data import list_datasets
     from .experiments.common import CommandReport
     from .models import list_models
+    if getattr(args, "params", False):
+        return CommandReport(_params_table())
     return CommandReport("models:   " + ", ".join(list_models()) + "\ndatasets: " + ", ".join(list_datasets()))
+
+
+def _params_table() -> str:
+    """Each model's parameter count beside the count its paper prints (``models.param_table``)."""
+    from .experiments.common import text_table
+    from .models.param_table import parameter_rows
+
+    rows, notes = [], []
+    for r in parameter_rows():
+        e, d = r.entry, r.difference
+        paper = "-" if e.published is None else f"{e.published / 1e6:g}M" if e.rounded else f"{e.published:,}"
+        if e.note:
+            notes.append(f"* {e.model}: {e.note}")
+        rows.append([e.model, e.source + (" *" if e.note else ""), "x".join(map(str, e.input_shape)),
+                     e.num_classes, f"{r.params:,}", paper, "-" if d is None else f"{100 * d:+.2f}%"])
+    return "\n".join([text_table(rows, ["model", "paper's source", "input", "classes", "params", "paper", "diff"],
+                                  left=2), *notes,
+                       "(paper: the count as printed, rounded; UnIT's from its Table 1 layer shapes, weights + "
+                       "biases; diff = (ours - paper) / paper)"])
 
 
 def _has_option(p: argparse.ArgumentParser, option: str) -> bool:
@@ -130,6 +151,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                 "(without it such a run refuses to start)")
         p.set_defaults(func=module.run_command)
     p = sub.add_parser("list", help="registered models and datasets")
+    p.add_argument("--params", action="store_true",
+                   help="print each model's parameter count beside the count its paper prints")
     p.set_defaults(func=_cmd_list)
     for p in sub.choices.values():  # `layerwise CMD ... --debug` works as well as `layerwise --debug CMD ...`
         if not _has_option(p, "--debug"):

@@ -146,7 +146,8 @@ def combine_seeds(per_seed: Sequence[Results | dict], *, compare: Sequence[tuple
     first seed; every seed's values are kept in ``extra["per_seed"]``. Comparisons (the pairs any
     seed compared, plus ``compare``) are recomputed on the pooled hits: each seed's images stay
     paired, and the bootstrap resamples the pooled pairs. ``env`` is the first seed's with
-    ``seed`` None and ``seeds`` the list; ``figures`` is empty (the figures stay with each seed).
+    ``seed`` None and ``seeds`` the list; ``figures`` is empty (the figures stay with each seed);
+    ``quick`` is set when any seed was a ``--quick`` run.
     """
     items = [_copy(r) for r in per_seed]
     if not items:
@@ -241,7 +242,8 @@ def combine_seeds(per_seed: Sequence[Results | dict], *, compare: Sequence[tuple
     env["seed"] = None
     env["seeds"] = list(seeds)
     out = Results(method=first.method, model=first.model, dataset=first.dataset, env=env,
-                  variants=variants, figures=[], schema=SCHEMA, comparisons=comparisons)
+                  variants=variants, figures=[], schema=SCHEMA, comparisons=comparisons,
+                  quick=any(r.quick for r in items))  # one smoke seed makes the whole a smoke run
     validate(out.to_dict())
     return out
 

@@ -12,7 +12,9 @@ and valid. A value that could not be measured is ``None`` with the reason in ``e
   over them and ``accuracy_std`` their sample standard deviation (more than one seed), and
   ``test_hits`` ``{"n", "bits"}``: which test images were right, ``base64(numpy.packbits(hits))``
   (see :func:`encode_hits` / :func:`decode_hits`);
-* top level: ``comparisons``, each ``stats.PairedDifference.to_json()`` of two variants.
+* top level: ``comparisons``, each ``stats.PairedDifference.to_json()`` of two variants, and
+  ``quick: true`` when the run used a command's ``--quick`` (tiny settings: a smoke run of the
+  pipeline, not a result to quote; left out otherwise).
 
 :mod:`layerwise.evidence` fills these from per-image hits (``with_statistics``, ``combine_seeds``).
 """
@@ -101,6 +103,7 @@ class Results:
     figures: list[str] = field(default_factory=list)
     schema: str = SCHEMA
     comparisons: list[dict] = field(default_factory=list)  # /2: PairedDifference.to_json() each
+    quick: bool = False  # a --quick (smoke) run: written as top-level "quick": true, else left out
 
     def to_dict(self) -> dict:
         out = {"schema": self.schema, "method": self.method, "model": self.model,
@@ -109,6 +112,8 @@ class Results:
                "figures": list(self.figures)}
         if self.comparisons:
             out["comparisons"] = copy.deepcopy(list(self.comparisons))
+        if self.quick:
+            out["quick"] = True
         return out
 
     @classmethod
@@ -118,7 +123,7 @@ class Results:
         return cls(method=doc["method"], model=doc["model"], dataset=doc["dataset"], env=doc["env"],
                    variants=[Variant.from_dict(v) for v in doc["variants"]],
                    figures=doc["figures"], schema=doc["schema"],
-                   comparisons=doc.get("comparisons") or [])
+                   comparisons=doc.get("comparisons") or [], quick=doc.get("quick") is True)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -444,6 +449,8 @@ def validate(doc: dict) -> dict:
                 problems.append(f"{where}: {key} is null without a reason in extra[{key!r}]")
         if v2:
             _check_v2_variant(v, where, problems)
+    if "quick" in doc and not isinstance(doc["quick"], bool):
+        problems.append(f"'quick' must be true or false, not {_json_type(doc['quick'])}")
     for fig in doc["figures"]:
         if not isinstance(fig, str):
             problems.append("figures must be file names")

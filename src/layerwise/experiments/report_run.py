@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import build_report
 from .common import CommandReport
 
 NAME = "report"
@@ -18,5 +17,11 @@ def add_arguments(p) -> None:
 
 
 def run_command(args, progress=None) -> CommandReport:
+    from ..report import build_report
+    from ..report.overview import quick_reasons
+    from ..results import read_results
+
     path = build_report(args.dirs, args.out)
-    return CommandReport(f"wrote {path} ({len(args.dirs)} results)")
+    quick = [str(d) for d in args.dirs if quick_reasons(read_results(d))]
+    note = f"; marked as quick (smoke) runs: {', '.join(quick)}" if quick else ""
+    return CommandReport(f"wrote {path} ({len(args.dirs)} results{note})")

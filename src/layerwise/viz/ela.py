@@ -73,7 +73,7 @@ def kl_per_layer(events: Sequence[dict], layer_order: Sequence[str], path: str |
     ax.plot([], [], "x", color="red", label="skipped at this window")
     ax.set_xticks(x, layer_order, rotation=70, fontsize=7)
     ax.set_ylabel("KL(P_prev || P_layer), eq. (8)")
-    ax.set_title(title or "KL to the previous active attention layer of the stage")
+    ax.set_title(title or "KL to the previous active attention layer of the stage", fontsize=9, wrap=True)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)
     return Path(path)

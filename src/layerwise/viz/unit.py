@@ -17,7 +17,8 @@ _STYLE = {"unit": ("C0", "o"), "unit@p20": ("C9", "P"), "magnitude": ("C1", "s")
 def accuracy_vs_macs(curves: dict[str, list[tuple[float, float]]], dense_accuracy: float,
                      path: str | Path, *, title: str = "", chosen: dict[str, tuple[float, float]] | None = None
                      ) -> Path:
-    """Fig. 5: accuracy drop (pt, dense minus variant) against remaining MACs (% of dense).
+    """Fig. 5: accuracy drop (pt, dense minus variant: + = worse, the sign of every table that shows
+    a drop) against remaining MACs (% of dense executing every MAC).
 
     ``curves``: method -> ``[(remaining_macs_fraction, accuracy), ...]``; ``chosen``: method ->
     the point each variant was evaluated at (drawn larger). The star at 100 % is the dense model
@@ -40,8 +41,8 @@ def accuracy_vs_macs(curves: dict[str, list[tuple[float, float]]], dense_accurac
             label="dense (every MAC)")
     ax.axhline(0, color="0.7", linewidth=0.8)
     ax.set_xlabel("remaining MACs executed (% of dense)")
-    ax.set_ylabel("accuracy drop vs dense (points)")
-    ax.set_title(title or "UnIT Fig. 5: accuracy drop vs remaining MACs")
+    ax.set_ylabel("accuracy drop vs dense (points, + = worse)")
+    ax.set_title(title or "UnIT Fig. 5: accuracy drop (+ = worse) vs remaining MACs")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
