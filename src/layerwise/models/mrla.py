@@ -131,7 +131,7 @@ class MRLALight(_Attention):
 
     def __init__(self, channels: int):
         super().__init__(channels)
-        self.gate = nn.Tanh()
+        self.gate = nn.Sigmoid()
         self.lambda_ = nn.Parameter(torch.randn(channels))  # lambda_o^l of eq. (3)-(4)
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
