@@ -470,3 +470,16 @@ def test_helpers_are_reachable_from_results_too():
     from layerwise import evidence, results
     assert results.with_statistics is evidence.with_statistics
     assert results.combine_seeds is evidence.combine_seeds
+
+
+def test_common_only_combines_the_variants_every_seed_has_and_names_the_rest():
+    # LWAC's automatic choice names its other policy lwac-neural in one seed, lwac-heuristic in another
+    seeds = [_results({"dense": 0.5, "lwac": 0.25, "lwac-neural": 0.75}, seed=0),
+             _results({"dense": 0.5, "lwac": 0.75, "lwac-heuristic": 0.75}, seed=1)]
+    with pytest.raises(ResultsSchemaError, match="other variants"):
+        combine_seeds(seeds)
+    out = combine_seeds(seeds, common_only=True)
+    assert [v.name for v in out.variants] == ["dense", "lwac"]
+    assert out.env["variants_not_in_every_seed"] == ["lwac-heuristic", "lwac-neural"]
+    assert out.variant("lwac").accuracy == pytest.approx(0.5)
+    assert [e["accuracy"] for e in out.variant("lwac").seeds] == [0.25, 0.75]

@@ -234,6 +234,8 @@ def _out_folder(args: argparse.Namespace) -> Path | None:
     from .experiments.common import default_out
     if args.command in _NO_OUT_FOLDER or not hasattr(args, "out"):
         return None
+    if getattr(args, "readme", None) is not None:   # `bench --readme SUMMARY` writes README.md only
+        return None
     if args.out is not None:
         return Path(args.out)
     if getattr(args, "model", None) is None or getattr(args, "dataset", None) is None:

@@ -136,7 +136,7 @@ def _seed_of(r: Results, i: int) -> int:
 
 
 def combine_seeds(per_seed: Sequence[Results | dict], *, compare: Sequence[tuple[str, str]] | None = None,
-                  level: float = 0.95, resamples: int = 2000, seed: int = 0) -> Results:
+                  level: float = 0.95, resamples: int = 2000, seed: int = 0, common_only: bool = False) -> Results:
     """One result (schema /2) from the same method, model and dataset run over several seeds.
 
     Per variant: ``accuracy`` = mean over seeds, ``accuracy_std`` = sample std (more than one seed),
@@ -148,6 +148,11 @@ def combine_seeds(per_seed: Sequence[Results | dict], *, compare: Sequence[tuple
     paired, and the bootstrap resamples the pooled pairs. ``env`` is the first seed's with
     ``seed`` None and ``seeds`` the list; ``figures`` is empty (the figures stay with each seed);
     ``quick`` is set when any seed was a ``--quick`` run.
+
+    Variants must be the same in every seed, unless ``common_only``: then only the variants every
+    seed has are combined (a run whose automatic choice named its other variants differently, e.g.
+    LWAC's ``lwac-neural`` / ``lwac-heuristic``), the others are listed in
+    ``env["variants_not_in_every_seed"]``, and comparisons that name them are left out.
     """
     items = [_copy(r) for r in per_seed]
     if not items:
@@ -157,6 +162,15 @@ def combine_seeds(per_seed: Sequence[Results | dict], *, compare: Sequence[tuple
         raise ResultsSchemaError(f"cannot combine seeds: seeds {seeds} repeat one (one result per seed)")
     first, k = items[0], len(items)
     names = [v.name for v in first.variants]
+    dropped: list[str] = []
+    if common_only:
+        everywhere = set.intersection(*({v.name for v in r.variants} for r in items))
+        dropped = sorted({v.name for r in items for v in r.variants} - everywhere)
+        names = [n for n in names if n in everywhere]
+        for r in items:
+            r.variants = [v for v in r.variants if v.name in everywhere]
+            r.comparisons = [c for c in r.comparisons if c.get("a") in everywhere and c.get("b") in everywhere]
+        compare = [(a, b) for a, b in (compare or ()) if a in everywhere and b in everywhere]
     for r, s in zip(items[1:], seeds[1:]):
         for key in ("method", "model", "dataset"):
             if getattr(r, key) != getattr(first, key):
@@ -241,6 +255,8 @@ def combine_seeds(per_seed: Sequence[Results | dict], *, compare: Sequence[tuple
     env = copy.deepcopy(first.env)
     env["seed"] = None
     env["seeds"] = list(seeds)
+    if dropped:
+        env["variants_not_in_every_seed"] = dropped
     out = Results(method=first.method, model=first.model, dataset=first.dataset, env=env,
                   variants=variants, figures=[], schema=SCHEMA, comparisons=comparisons,
                   quick=any(r.quick for r in items))  # one smoke seed makes the whole a smoke run

@@ -277,7 +277,7 @@ def summarize(out: Path, seeds: list[int], *, only: list[str] | None = None) -> 
             continue
         folders = [out / job.key / f"seed{s}" for s in done_seeds]
         per_seed = [read_results(f) for f in folders]
-        combined = combine_seeds(per_seed, compare=list(job.compare))
+        combined = combine_seeds(per_seed, compare=list(job.compare), common_only=True)
         write_results(out / job.key, combined)
         marks = [_done(f) for f in folders]
         doc = combined.to_dict()
@@ -288,14 +288,16 @@ def summarize(out: Path, seeds: list[int], *, only: list[str] | None = None) -> 
                        "cost_per_seed": costs.get(v["name"])}
                     for v in doc["variants"]]
         jobs.append({"key": job.key, "method": job.method, "what": job.what, "seeds": done_seeds,
+                     "commits": [m.get("commit") for m in marks],
                      "cost_label": COSTS[job.method][0] if job.method in COSTS else None,
                      "commands": [" ".join(m["argv"]) for m in marks],
                      "seconds": [m["seconds"] for m in marks], "quick": marks[0]["quick"],
                      "load_average": [m.get("load_average") for m in marks],
                      "variants": variants, "comparisons": list(doc.get("comparisons") or []),
                      "dataset": doc["dataset"], "model": doc["model"]})
+    ran_at = sorted({c for j in jobs for c in j["commits"] if c})
     summary = {"schema": "layerwise.bench/1", "seeds": list(seeds), "jobs": jobs,
-               "bases": _base_records(out, seeds), "commit": _commit(),
+               "bases": _base_records(out, seeds), "commit": ", ".join(ran_at) or None,
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", readme_section(summary) + "\n")
@@ -317,7 +319,7 @@ def _cost_cells(v: dict) -> str:
 def readme_section(summary: dict) -> str:
     """The README's results section for ``summary`` (deterministic: the same summary, the same text)."""
     seeds = summary["seeds"]
-    commit = f", code at commit {summary['commit']}" if summary.get("commit") else ""
+    commit = f", code at commit {summary['commit']}" if summary.get("commit") else ""   # the commits the runs recorded
     lines = [README_BEGIN, "",
              f"Fashion-MNIST, full 10,000-image test split, seeds {', '.join(map(str, seeds))}; "
              f"{summary['machine']['cores']} cores ({summary['machine']['cpu']}){commit}. Accuracy: mean ± std "
@@ -335,7 +337,7 @@ def readme_section(summary: dict) -> str:
     for job in summary["jobs"]:
         quick = " (--quick: a smoke run, not a result)" if job["quick"] else ""
         job_seeds = job.get("seeds") or seeds
-        partial = (f" Only seeds {', '.join(map(str, job_seeds))} finished."
+        partial = (f" Only seed{'s' if len(job_seeds) > 1 else ''} {', '.join(map(str, job_seeds))} finished."
                    if list(job_seeds) != list(seeds) else "")
         cost = job.get("cost_label")
         lines += [f"**{job['key']}**{quick}: {job['what']}.{partial}", "",

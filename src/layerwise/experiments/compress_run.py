@@ -65,6 +65,7 @@ class CompressOptions:
     latency_batch: int = 32
     int8_calibration: int = 256  # validation samples that calibrate int8-static's activation ranges
     cache_dir: Path | None = None
+    quick: bool = False  # --quick: a smoke run, marked so in results.json
 
 
 @dataclass
@@ -321,7 +322,8 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
                                    b_max=cfg.b_max).name,
                params_before_after(table, directory / "params_per_layer.png").name]
     results = Results(method="adalayer", model=spec.model, dataset=data.label,
-                      env=env_info(spec.device, threads, spec.seed), variants=variants, figures=figures)
+                      env=env_info(spec.device, threads, spec.seed), variants=variants, figures=figures,
+                      quick=opts.quick)
     results = with_statistics(results, hits, compare=compare)
     path = write_results(directory, results)
     checks = {"rebuilt_equals_fake_quant": equal, "equality_inputs": int(xb.shape[0]), "onnx": onnx.to_json(),
@@ -388,6 +390,7 @@ def run_command(args, progress=None) -> CommandReport:
                            latency_n=args.latency_n, cache_dir=args.cache_dir)
     if args.quick:
         cfg.finetune_epochs, opts.base_epochs, opts.latency_n, opts.uniform_top = 1, 2, 20, 1
+        opts.quick = True
         opts.uniform_bits = (4, 8)
     out = run_compress(spec_from_args(args), cfg, opts, progress)
     return CommandReport(format_report(out, cfg, opts))

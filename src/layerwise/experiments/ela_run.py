@@ -378,7 +378,7 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
     if len(opts.seeds) > 1:
         env["seeds"] = list(opts.seeds)
     results = Results(method="ela", model=base, dataset=data.label, env=env,
-                      variants=variants, figures=[p.name for p in figs])
+                      variants=variants, figures=[p.name for p in figs], quick=opts.quick)
     results = with_evidence(results, runs, list(opts.seeds), comparison_pairs(names))
     path = write_results(directory, results)
     for r in runs:

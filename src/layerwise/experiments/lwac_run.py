@@ -421,7 +421,8 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
                                  test_n=len(test_inputs), budget_demo=demo["summary"],
                                  monitor_notes=list(demo["monitor_notes"]))
     results = Results(method="lwac", model=spec.model, dataset=data.label,
-                      env=env_info(device, threads, spec.seed), variants=out_variants, figures=fig_names)
+                      env=env_info(device, threads, spec.seed), variants=out_variants, figures=fig_names,
+                      quick=opts.quick)
     # every accuracy is a batch-1 TEST accuracy: Wilson interval, per-image hits, and the method
     # against dense on the same images (also each budgeted variant and the other policy)
     results = with_statistics(results, hits, compare=comparison_pairs(list(variants)), seed=spec.seed)

@@ -593,7 +593,7 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
             extra=extra))
     results = Results(method="unit", model=spec.model, dataset=data.label,
                       env={**env_info(device, threads, spec.seed), "mcu_profile": prof},
-                      variants=variants, figures=[f.name for f in figs])
+                      variants=variants, figures=[f.name for f in figs], quick=cfg.quick)
     # every accuracy above is a TEST accuracy: its Wilson interval and per-image hits come from the
     # very evaluation that produced it, and the method is compared with its rivals image by image
     results = with_statistics(results, {k: ev[k].run.hits for k in VARIANTS}, compare=COMPARE,

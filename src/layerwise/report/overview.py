@@ -24,6 +24,7 @@ HEADLINES = {
     "adalayer": ("adalayer", "dense", "size_bytes"),
     "lwac": ("lwac", "dense", "latency"),
     "ela": ("ela", "mrla-b", "epoch_time"),
+    "stack": ("adalayer+unit+lwac", "dense", "macs_executed"),
 }
 _COST_LABEL = {"macs_executed": "executed MACs", "size_bytes": "packed size", "latency": "batch-1 latency (median)",
                "epoch_time": "training time per epoch (median)", "step_time": "training step time (median)"}
