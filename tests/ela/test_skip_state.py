@@ -62,3 +62,23 @@ def test_the_skip_set_is_a_state_dict_buffer_and_old_state_dicts_load_as_none_sk
         again.load_state_dict(old)  # strict: the missing buffers are filled in, not an error
     assert _skipped(again) == []
     assert "no ELA skip set" in caplog.text and "no attention layer skipped" in caplog.text
+
+
+def test_an_ela_checkpoint_saved_before_the_skip_set_existed_loads_with_nothing_skipped(tmp_path, caplog):
+    import torch
+    from layerwise.models import build_model
+    from layerwise.train import load_weights
+    model = build_model("resnet20-ela", (3, 32, 32), 10)
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith(".attention_skip")}
+    assert len(old) < len(model.state_dict())          # the buffers exist in the model
+    path = tmp_path / "old.pt"
+    torch.save(old, path)
+    fresh = build_model("resnet20-ela", (3, 32, 32), 10)
+    for k, v in fresh.state_dict().items():
+        if k.endswith(".attention_skip"):
+            v.fill_(True)
+    with caplog.at_level("WARNING"):
+        load_weights(fresh, path)
+    skips = [v for k, v in fresh.state_dict().items() if k.endswith(".attention_skip")]
+    assert skips and not any(bool(v.any()) for v in skips)
+    assert "no ELA skip set" in caplog.text

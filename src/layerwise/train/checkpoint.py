@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import warnings
@@ -33,6 +34,8 @@ from torch import nn
 
 from ..errors import CheckpointError, LayerwiseError
 from ..storage import atomic_torch_save, safe_torch_load
+
+log = logging.getLogger(__name__)
 
 FORMAT = "layerwise.checkpoint/1"
 
@@ -480,6 +483,11 @@ def fit_state_dict(model: nn.Module, state: dict, path: Any = "checkpoint") -> d
         raise invalid(path, "'model'", f"is {_show(state)}, not a state_dict of tensors under string keys")
     if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
         state = {k[len("module."):]: v for k, v in state.items()}
+    skip_sets = [k for k in own if k.endswith(".attention_skip") and k not in state]
+    if skip_sets:   # an ELA checkpoint saved before the skip set was part of the model
+        state = {**state, **{k: torch.zeros_like(own[k]) for k in skip_sets}}
+        log.warning("%s has no ELA skip set (saved before it was part of the model): loaded with no attention "
+                    "layer skipped", path)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model"
