@@ -58,17 +58,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import glob
 import json
-import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+from layerwise.export.host import runtime_file
+from layerwise.export.msp430 import find_tool
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "msp430"
@@ -83,7 +83,7 @@ MODES = {
     "hwcall": (2, ["-mhwmult=16bit"], ["mul_hw"], True),
 }
 KINDS = {"dense": 0, "keep": 1, "skip": 1, "div": 2, "nodiv": 3, "dense_os": 4}
-ASM_FILES = ["start", "div_sw"]
+ASM_FILES = ["start", "div_sw"]   # div_sw.S: the one the package ships (layerwise/export/runtime)
 CFLAGS = ["--target=msp430", "-O2", "-ffreestanding", "-nostdlib"]
 
 
@@ -97,27 +97,13 @@ class MeasureError(RuntimeError):
 
 # --------------------------------------------------------------------------- tools
 
-def _find_tool(name: str) -> str | None:
-    """``name`` on PATH, else the highest versioned ``name-NN`` (Debian's clang-14, ld.lld-14)."""
-    path = shutil.which(name)
-    if path:
-        return path
-    best: tuple[int, str] | None = None
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        for cand in glob.glob(os.path.join(d, f"{name}-[0-9]*")):
-            m = re.fullmatch(re.escape(name) + r"-(\d+)", os.path.basename(cand))
-            if m and os.access(cand, os.X_OK) and (best is None or int(m.group(1)) > best[0]):
-                best = (int(m.group(1)), cand)
-    return best[1] if best else None
-
-
 def find_tools() -> dict[str, str]:
     """Paths of clang, ld.lld and mspdebug; raises :class:`MissingTool` naming the missing ones."""
-    tools = {n: _find_tool(n) for n in ("clang", "ld.lld", "mspdebug")}
+    tools = {n: find_tool(n) for n in ("clang", "ld.lld", "mspdebug")}
     missing = [n for n, p in tools.items() if not p]
     if missing:
         raise MissingTool(f"missing {', '.join(missing)}: install with `{INSTALL_HINT}`")
-    tools["llvm-objdump"] = _find_tool("llvm-objdump")  # optional: disassembly listings
+    tools["llvm-objdump"] = find_tool("llvm-objdump")  # optional: disassembly listings
     return tools
 
 
@@ -324,7 +310,8 @@ class Builder:
     def _asm(self, name: str) -> Path:
         obj = self.build / f"{name}.o"
         if name not in self._asm_done:
-            cmd = [self.tools["clang"], *CFLAGS, "-c", str(SRC / f"{name}.S"), "-o", str(obj)]
+            src = runtime_file(f"{name}.S") if name == "div_sw" else SRC / f"{name}.S"
+            cmd = [self.tools["clang"], *CFLAGS, "-c", str(src), "-o", str(obj)]
             _run(cmd)
             self.commands.setdefault("assemble", " ".join(cmd))
             self._asm_done.add(name)

@@ -47,8 +47,8 @@ def res():
 # ----------------------------------------------------------------- no toolchain needed
 
 def test_missing_tool_exits_2_with_install_line(monkeypatch, capsys, tmp_path):
-    real = mc._find_tool
-    monkeypatch.setattr(mc, "_find_tool", lambda n: None if n == "mspdebug" else real(n))
+    real = mc.find_tool
+    monkeypatch.setattr(mc, "find_tool", lambda n: None if n == "mspdebug" else real(n))
     assert mc.main(["--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1

@@ -42,7 +42,7 @@ class MissingToolchain(LayerwiseError):
     """clang, ld.lld or mspdebug is not installed."""
 
 
-def _find_tool(name: str) -> str | None:
+def find_tool(name: str) -> str | None:
     """``name`` on PATH, else the highest versioned ``name-NN`` (Debian's clang-14, ld.lld-14)."""
     path = shutil.which(name)
     if path:
@@ -58,7 +58,7 @@ def _find_tool(name: str) -> str | None:
 
 def find_toolchain() -> dict[str, str]:
     """Paths of clang, ld.lld, mspdebug; raises :class:`MissingToolchain` naming the missing."""
-    tools = {n: _find_tool(n) for n in ("clang", "ld.lld", "mspdebug")}
+    tools = {n: find_tool(n) for n in ("clang", "ld.lld", "mspdebug")}
     missing = [n for n, p in tools.items() if not p]
     if missing:
         raise MissingToolchain(f"missing {', '.join(missing)}: the MSP430 measurement needs "
