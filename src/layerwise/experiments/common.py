@@ -328,3 +328,11 @@ def run_step(parser: argparse.ArgumentParser, argv: list[str], what: str, progre
     if report.exit_code != 0:
         raise LayerwiseError(f"{what} stopped with exit code {report.exit_code}: {report.text[-300:]}")
     return report
+
+
+def percentile_list(text: str) -> tuple[float, ...]:
+    """``--sweep 10,20,40`` -> (10.0, 20.0, 40.0); a one-line error for anything else."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise LayerwiseError(f"--sweep {text!r}: give comma-separated percentiles, e.g. 10,20,40") from exc

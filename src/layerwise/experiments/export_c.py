@@ -22,9 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data import make_loader
@@ -39,7 +37,7 @@ from ..train import evaluate
 from ..unit import calibrate, convert, sweep, unit_layers
 from ..unit.mcu import PROFILES
 from ..unit.select import choose_percentile, parse_percentile
-from .common import (CommandReport, add_common_arguments, check_device, load_data_for_model,
+from .common import (CommandReport, add_common_arguments, percentile_list, check_device, load_data_for_model,
                      out_dir, set_threads, spec_from_args, text_table)
 from .unit_run import DEFAULT_SWEEP, UnitRunConfig, _base_model
 
@@ -246,20 +244,13 @@ def _report(spec, data, qnet, fp, hits, host_rows, mcu, mcu_note, th_info, c_fil
     return "\n".join(lines)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise LayerwiseError(f"--sweep {text!r}: give comma-separated percentiles, e.g. 10,20,40") from exc
-
-
 def add_arguments(p) -> None:
     add_common_arguments(p, training=True)
     p.add_argument("--percentile", type=str, default="auto",
                    help="percentile of |x*w| for the UnIT thresholds, or 'auto' (default): the "
                         "largest sweep percentile whose validation accuracy is within --max-drop")
     p.add_argument("--max-drop", type=float, default=0.5, help="validation drop in points for auto")
-    p.add_argument("--sweep", type=_floats, default=DEFAULT_SWEEP, help="percentiles for auto")
+    p.add_argument("--sweep", type=percentile_list, default=DEFAULT_SWEEP, help="percentiles for auto")
     p.add_argument("--groups", type=int, default=1, help="threshold groups per layer")
     p.add_argument("--division", choices=DIVISIONS, default="exact",
                    help="the Linear threshold division the C source compiles with by default")

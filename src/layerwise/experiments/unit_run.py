@@ -66,7 +66,7 @@ from ..unit.select import PercentileChoice, choose_percentile, parse_percentile
 from ..unit.shift import default_shifts, shifted_dataset
 from ..unit.steps import calibrate_trees, measure_steps
 from ..viz import unit as viz
-from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device,
+from .common import (CommandReport, RunSpec, add_common_arguments, percentile_list, build_for_data, check_device,
                      fmt_count, load_data_for_model, out_dir, seed_everything, set_threads,
                      spec_from_args, text_table)
 
@@ -723,13 +723,6 @@ def _report(spec, data, cfg, ev, comparisons, shift_rows, div_check, agreement,
 
 # ----------------------------------------------------------------------------- CLI
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise LayerwiseError(f"--sweep {text!r}: give comma-separated percentiles, e.g. 10,20,40") from exc
-
-
 def add_arguments(p) -> None:
     add_common_arguments(p, training=True)
     p.add_argument("--percentile", type=str, default="auto",
@@ -752,7 +745,7 @@ def add_arguments(p) -> None:
 
 
 def run_command(args, progress=None) -> CommandReport:
-    sweep_ = _floats(args.sweep) if args.sweep else (QUICK_SWEEP if args.quick else DEFAULT_SWEEP)
+    sweep_ = percentile_list(args.sweep) if args.sweep else (QUICK_SWEEP if args.quick else DEFAULT_SWEEP)
     cfg = UnitRunConfig(percentile=parse_percentile(args.percentile), groups=args.groups, division=args.division,
                         sweep=sweep_, epochs=args.epochs if args.epochs is not None else (2 if args.quick else None),
                         batch_size=args.batch_size, mcu_profile=args.mcu_profile, max_drop=args.max_drop,
