@@ -28,7 +28,8 @@ SMOKE = {
     "unit": ["limit=20", "sweep=\"20\"", "no-shift=true", "epochs=1"],
     "lwac": ["epochs=1", "n=5", "static-k=[1]"],
     "compress": ["base-epochs=1", "finetune-epochs=1", "latency-n=5"],
-    "ela": ["seeds=[0]", "step-rounds=1"],
+    # 16x16 inputs: the deep MRLA ResNets at 32x32 take minutes and about 10 GB each here
+    "ela": ["seeds=[0]", "step-rounds=1", "size=16"],
 }
 COMMON_SMOKE = ["train-limit=64", "val-limit=32", "threads=1"]
 FASHION_MNIST = DEBIAN_DIR   # where the small scale reads Fashion-MNIST
@@ -157,6 +158,7 @@ def _smoke_argv(command: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.configs_smoke
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_runs_at_small_scale(path, tmp_path, capsys):
     """`layerwise run CONFIG --quick` with the smallest limits writes a valid results.json per run.

@@ -28,7 +28,10 @@ def test_parameter_counts_match_reference(name):
 
 
 def test_all_nine_models_are_registered():
-    assert set(list_models("resnet*-mrla-*")) | set(list_models("resnet*-ela")) == set(PARAMS)
+    # the CIFAR ones (ResNet-20/56/110); the ImageNet ResNet-50/101 versions are tested with their models
+    cifar = {n for n in set(list_models("resnet*-mrla-*")) | set(list_models("resnet*-ela"))
+             if n.split("-")[0] in ("resnet20", "resnet56", "resnet110")}
+    assert cifar == set(PARAMS)
 
 
 def test_eca_kernel_sizes_and_heads():
