@@ -7,14 +7,13 @@ divided by its network's measured total (so every run weighs the same and, withi
 weighs by its share of the cycles: the fit serves whole-network predictions), and the
 whole-network prediction error of every variant is reported with them.
 
-Rerun: ``python -m layerwise.export.fit RUN/results.json [...]`` (files written by
+Rerun: ``python bench/mcu_fit.py RUN/results.json [...]`` (files written by
 ``layerwise export-c``): prints the fitted costs and every variant's error.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
 
 import numpy as np
@@ -114,7 +113,7 @@ def errors(records: list[dict], costs_by_mul: dict[str, dict[str, float]]) -> li
     return out
 
 
-def _records(paths: list[str]) -> list[dict]:
+def read_records(paths: list[str]) -> list[dict]:
     recs = []
     for p in paths:
         doc = json.loads(open(p).read())
@@ -126,23 +125,16 @@ def _records(paths: list[str]) -> list[dict]:
     return recs
 
 
-def main(argv: list[str] | None = None) -> int:
-    paths = list(sys.argv[1:] if argv is None else argv)
-    if not paths:
-        print("usage: python -m layerwise.export.fit RESULTS.json [...]", file=sys.stderr)
-        return 2
-    recs = _records(paths)
+def fit_summary(paths: list[str]) -> tuple[dict, list[str]]:
+    """Fit each multiplier's costs to the cycle records in ``paths`` (export-c results.json files or
+    record lists); returns the costs and one text line per fit, per record and for the worst error."""
+    recs = read_records(paths)
     costs = {m: eighths(fit(recs, m)) for m in sorted({r["multiplier"] for r in recs})}
-    for m, c in costs.items():
-        print(m + ": " + ", ".join(f"{k} {v:.2f}" for k, v in c.items() if v))
+    lines = [m + ": " + ", ".join(f"{k} {v:.2f}" for k, v in c.items() if v) for m, c in costs.items()]
     worst = defaultdict(float)
     for e in errors(recs, costs):
         worst[e["multiplier"]] = max(worst[e["multiplier"]], abs(e["error"]))
-        print(f"  {e['model']} {e['multiplier']} {e['variant']}: measured {e['measured']}, "
-              f"predicted {e['predicted']:.0f} ({100 * e['error']:+.1f} %)")
-    print("largest |error|: " + ", ".join(f"{m} {100 * v:.1f} %" for m, v in worst.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        lines.append(f"  {e['model']} {e['multiplier']} {e['variant']}: measured {e['measured']}, "
+                     f"predicted {e['predicted']:.0f} ({100 * e['error']:+.1f} %)")
+    lines.append("largest |error|: " + ", ".join(f"{m} {100 * v:.1f} %" for m, v in worst.items()))
+    return costs, lines

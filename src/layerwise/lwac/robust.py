@@ -1,8 +1,8 @@
 """Training a base model so that bypassing a unit at run time costs little accuracy.
 
 A network trained with every unit always present leans on each of them: bypassing any single
-residual block of a plain-trained CIFAR ResNet-20 costs 15-50 points (REFERENCE.md, "LWAC: what
-bypassing a block costs"). LWAC's hard gate therefore needs a base trained for it:
+residual block of a plain-trained CIFAR ResNet-20 costs 15-50 points (measured on the zoo's
+ResNet-20; see bench/lwac_bench.py). LWAC's hard gate therefore needs a base trained for it:
 
 * residual zoo models: stochastic depth on the residual branch (``drop_path``, schedule
   ``"constant"`` so every block learns to be skipped) and the last BatchNorm of each branch

@@ -27,7 +27,7 @@ with exact division (its other builds did not finish on the shared machine); ``m
 a shift-and-add 16x16 multiply (one step per bit of ``|w|``), ``msp430-hwmul`` uses the 16-bit
 memory-mapped multiplier (``-mhwmult=16bit``). The costs are the non-negative least-squares
 solution over every measured layer, each equation divided by its network's total
-(:mod:`layerwise.export.fit`; rerun ``python -m layerwise.export.fit RUN/results.json ...``
+(:mod:`layerwise.export.fit`; rerun ``python bench/mcu_fit.py RUN/results.json ...``
 on the ``export-c`` results). They are effective costs of that generated code compiled by clang
 14 at -O2 (a cost the fit finds unidentifiable from these runs comes out 0 and is absorbed by the
 others); the fit reproduces every measured network and build within the errors documented in
