@@ -75,24 +75,29 @@ BASES: dict[str, Job] = {
                     None, (), "ResNet-56 trained once per seed, shared by lwac"),
 }
 
+def compress_job(budget: str, what: str, quick: bool = True) -> Job:
+    """AdaLayerNet on the shared ResNet-20 at a packed size of ``budget`` x the dense fp32 file."""
+    common = ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", budget)
+    return Job(f"compress-resnet20-b{budget}", "compress",
+               (*common, "--train-limit", "10000", "--val-limit", "1000", "--finetune-epochs", "1", "--threads", "2"),
+               (*common, "--quick", "--train-limit", "1000", "--val-limit", "300") if quick else None,
+               (("adalayer", "dense"), ("adalayer", "uniform")), what)
+
+
+def lwac_job(model: str, quick: bool) -> Job:
+    """LWAC at batch 1 on the shared ``model`` base (single-threaded, as on a device)."""
+    common = ("lwac", "--model", model, *FM, "--checkpoint", base(model))
+    return Job(f"lwac-{model}", "lwac", (*common, "--val-limit", "1000", "--threads", "1", "--n", "200"),
+               (*common, "--quick", "--val-limit", "300", "--threads", "1") if quick else None,
+               (("lwac", "dense"),), f"LWAC on a {model.replace('resnet', 'ResNet-')} at batch 1")
+
+
 # In the order they run: each method's main comparison over every seed first (UnIT, whose seeds
-# cost the most, after the others), the deeper and the second-budget runs after them, so that a
-# bench cut short has the main results.
+# cost the most, after the others), then ELA on the deeper model, the other budgets, and LWAC on
+# the deeper model (which needs its own base), so that a bench cut short has the main results.
 JOBS: tuple[Job, ...] = (
-    Job("compress-resnet20-b0.10", "compress",
-        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.10",
-         "--train-limit", "10000", "--val-limit", "1000", "--finetune-epochs", "1", "--threads", "2"),
-        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.10",
-         "--quick", "--train-limit", "1000", "--val-limit", "300"),
-        (("adalayer", "dense"), ("adalayer", "uniform")),
-        "AdaLayerNet at a packed size of 10 % of the dense file against uniform bits"),
-    Job("lwac-resnet20", "lwac",
-        ("lwac", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--val-limit", "1000",
-         "--threads", "1", "--n", "200"),
-        ("lwac", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--quick",
-         "--val-limit", "300", "--threads", "1"),
-        (("lwac", "dense"),),
-        "LWAC on a ResNet-20 at batch 1"),
+    compress_job("0.10", "AdaLayerNet at a packed size of 10 % of the dense file against uniform bits"),
+    lwac_job("resnet20", quick=True),
     Job("ela-resnet20", "ela",
         ("ela", "--model", "resnet20", *FM, "--epochs", "4", "--train-limit", "4000", "--threads", "2"),
         # not --quick: ela's --quick also cuts the test split, which the bench never does
@@ -111,17 +116,10 @@ JOBS: tuple[Job, ...] = (
         ("ela", "--model", "resnet56", *FM, "--epochs", "4", "--train-limit", "3000", "--threads", "2"),
         None, (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
         "ELA on ResNet-56, where there are 15 removable attention layers"),
-    Job("compress-resnet20-b0.15", "compress",
-        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.15",
-         "--train-limit", "10000", "--val-limit", "1000", "--finetune-epochs", "1", "--threads", "2"),
-        ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", "0.15",
-         "--quick", "--train-limit", "1000", "--val-limit", "300"),
-        (("adalayer", "dense"), ("adalayer", "uniform")),
-        "AdaLayerNet at 15 % of the dense file against uniform bits"),
-    Job("lwac-resnet56", "lwac",
-        ("lwac", "--model", "resnet56", *FM, "--checkpoint", base("resnet56"), "--val-limit", "1000",
-         "--threads", "1", "--n", "200"),
-        None, (("lwac", "dense"),), "LWAC on a ResNet-56 at batch 1"),
+    compress_job("0.15", "AdaLayerNet at 15 % of the dense file against uniform bits"),
+    compress_job("0.06", "AdaLayerNet at 6 % of the dense file against uniform bits", quick=False),
+    compress_job("0.08", "AdaLayerNet at 8 % of the dense file against uniform bits", quick=False),
+    lwac_job("resnet56", quick=False),
 )
 
 
