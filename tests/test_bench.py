@@ -56,6 +56,10 @@ def test_bench_runs_each_seed_once_and_combines_them(tiny_bench, capsys):
     assert summary["seeds"] == [0, 1] and summary["jobs"][0]["key"] == "unit-tiny"
     text = (out / "summary.md").read_text()
     assert "| unit |" in text and ("no measurable difference" in text or "ahead" in text)
+    # the run time the README states is the sum of the recorded runs
+    marks = [json.loads((out / "unit-tiny" / f"seed{s}" / "bench.json").read_text()) for s in (0, 1)]
+    assert summary["run_seconds"] == pytest.approx(marks[0]["seconds"] + marks[1]["seconds"])
+    assert f"Run time: {summary['run_seconds'] / 60:.0f} min in all" in text and summary["not_run"] == []
 
 
 def test_readme_section_is_deterministic_and_marked():

@@ -266,12 +266,13 @@ def summarize(out: Path, seeds: list[int], *, only: list[str] | None = None) -> 
     A job with only some seeds finished is summarised over those (its ``seeds`` says which)."""
     from ..results import combine_seeds, read_results, write_results
 
-    jobs = []
+    jobs, not_run = [], []
     for job in JOBS:
         if only and job.key not in only and job.method not in only:
             continue
         done_seeds = [s for s in seeds if _done(out / job.key / f"seed{s}")]
         if not done_seeds:
+            not_run.append(job.key)
             continue
         folders = [out / job.key / f"seed{s}" for s in done_seeds]
         per_seed = [read_results(f) for f in folders]
@@ -294,8 +295,10 @@ def summarize(out: Path, seeds: list[int], *, only: list[str] | None = None) -> 
                      "variants": variants, "comparisons": list(doc.get("comparisons") or []),
                      "dataset": doc["dataset"], "model": doc["model"]})
     ran_at = sorted({c for j in jobs for c in j["commits"] if c})
-    summary = {"schema": "layerwise.bench/1", "seeds": list(seeds), "jobs": jobs,
-               "bases": _base_records(out, seeds), "commit": ", ".join(ran_at) or None,
+    bases = _base_records(out, seeds)
+    seconds = sum(sum(j["seconds"]) for j in jobs) + sum(r["seconds"] for b in bases for r in b["runs"])
+    summary = {"schema": "layerwise.bench/1", "seeds": list(seeds), "jobs": jobs, "not_run": not_run,
+               "run_seconds": seconds, "bases": bases, "commit": ", ".join(ran_at) or None,
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", readme_section(summary) + "\n")
@@ -327,6 +330,10 @@ def readme_section(summary: dict) -> str:
     if not summary["jobs"]:
         lines += ["No finished bench job yet: run `layerwise bench`.", "", README_END]
         return "\n".join(lines)
+    if summary.get("run_seconds") is not None:
+        lines += [f"Run time: {summary['run_seconds'] / 60:.0f} min in all, the sum of the runs listed below, "
+                  "each under the load average it states."
+                  + (f" Not run yet: {', '.join(summary['not_run'])}." if summary.get("not_run") else ""), ""]
     for b in summary.get("bases") or []:
         runs = b["runs"]
         lines += [f"**{b['key']}**: {b['what']}: `{runs[0]['command']}`; test accuracy "
