@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import DataError
 
@@ -93,3 +93,20 @@ def first_input(loader: Iterable, keys: BatchKeys = BatchKeys()) -> torch.Tensor
     """One example input at batch 1 (the first sample of the first batch), for tracing and shapes."""
     x, _ = next(iter_batches(loader, keys, max_batches=1))
     return x[:1]
+
+
+class _Pairs(IterableDataset):
+    """The ``(x, y)`` batches of a user's loader, streamed through :func:`iter_batches`."""
+
+    def __init__(self, loader: Iterable, keys: BatchKeys, need_targets: bool) -> None:
+        self.loader, self.keys, self.need_targets = loader, keys, need_targets
+
+    def __iter__(self):
+        yield from iter_batches(self.loader, self.keys, need_targets=self.need_targets)
+
+
+def pair_loader(loader: Iterable, keys: BatchKeys = BatchKeys(), *, need_targets: bool = True) -> DataLoader:
+    """A DataLoader yielding ``(x, y)`` batches of ``loader`` as they come (no re-batching, no
+    worker), so code written for ``(x, y)`` loaders (``layerwise.train.evaluate``, the AdaLayerNet
+    probes) reads a dict or iterable loader without holding the split in memory."""
+    return DataLoader(_Pairs(loader, keys, need_targets), batch_size=None)

@@ -7,8 +7,13 @@ layers' counters say how many MACs ran. Semantics: :mod:`layerwise.unit.referenc
 --percentile auto``); ``measure_steps`` counts the division loop steps the cost model charges.
 ``to_row_skip(model)`` runs the UnIT Linear layers with row skipping, the form of the rule that
 pays on a CPU (:mod:`layerwise.unit.rowskip`).
+
+``module, report = apply(model, calib_loader, val_loader=...)`` does all of it on any model and
+DataLoader in one call (:mod:`layerwise.unit.api`): a converted copy, thresholds calibrated on
+streamed batches, the percentile chosen on the validation curve, MACs counted.
 """
 
+from .api import UnITReport, apply
 from .calibrate import SweepPoint, calibrate, collect_products, sweep
 from .convert import (
     ConversionReport,
@@ -51,6 +56,9 @@ from .select import PercentileChoice, choose_percentile
 from .steps import StepCount, calibrate_trees, measure_steps
 
 __all__ = [
+    # one call on any model and DataLoader: (module, report)
+    "UnITReport",
+    "apply",
     # core: semantics, layers, conversion, calibration, counters
     "ConversionReport",
     "MacCounts",

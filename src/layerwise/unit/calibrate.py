@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..data.batches import BatchKeys, split_batch
 from ..errors import LayerwiseError
 from .counts import MacCounts
 from .convert import per_layer_counts, reset_counts, total_counts, unit_layers
@@ -186,14 +187,11 @@ def _dense_capture(model: nn.Module, hooks: dict[str, Callable]) -> Iterator[Non
         model.train(was_training)
 
 
-def _batch_input(batch, device: torch.device):
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0].to(device)
-    raise LayerwiseError(
-        "calibration batches must be tensors or (input, target) pairs, got "
-        f"{type(batch).__name__}; pass a DataLoader over the validation split")
+def _batch_input(batch, device: torch.device, keys: BatchKeys | None = None):
+    """The input of one batch (tensor, ``(x, y)`` tuple, or dict read through ``keys``), on
+    ``device``: the shared reader :func:`layerwise.data.batches.split_batch`."""
+    x, _ = split_batch(batch, keys or BatchKeys())
+    return x.to(device)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -224,10 +222,12 @@ def _layer_groups(layers, groups: int | None) -> dict[str, int]:
 
 def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None = None,
                      max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
-                     seed: int = 0, chunk_elems: int = DEFAULT_CHUNK_ELEMS
-                     ) -> dict[str, list[Tensor]]:
+                     seed: int = 0, chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+                     keys: BatchKeys | None = None) -> dict[str, list[Tensor]]:
     """Sampled ``|x * w|`` of every UnIT layer's nonzero-operand MACs: ``{name: [per group]}``.
 
+    ``loader`` is any iterable of batches (a DataLoader, map-style or iterable), read one batch at
+    a time: tensors, ``(x, y)`` tuples, or dicts whose input ``keys.input_key`` names.
     ``groups=None`` keeps each layer's own threshold groups; a number re-groups every layer.
     Raises :class:`LayerwiseError` when the model has no UnIT layer, the loader is empty, or a
     layer (group) saw no MAC with both operands nonzero.
@@ -261,7 +261,7 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
         for batch in loader:
             if max_batches is not None and n_batches >= max_batches:
                 break
-            model(_batch_input(batch, device))
+            model(_batch_input(batch, device, keys))
             n_batches += 1
     if n_batches == 0:
         raise LayerwiseError(
@@ -301,7 +301,7 @@ def _apply(model: nn.Module, products: dict[str, list[Tensor]], percentile: floa
 def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0,
               groups: int | None = None,
               max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
-              seed: int = 0) -> dict[str, Tensor]:
+              seed: int = 0, keys: BatchKeys | None = None) -> dict[str, Tensor]:
     """Set every UnIT layer's threshold to the ``percentile``-th percentile of ``|x * w|``.
 
     See the module docstring for what is sampled. ``groups=None`` (default) keeps each layer's
@@ -313,14 +313,15 @@ def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0,
     """
     percentile = _check_percentile(percentile)
     products = collect_products(model, loader, groups=groups, max_batches=max_batches,
-                                max_samples_per_layer=max_samples_per_layer, seed=seed)
+                                max_samples_per_layer=max_samples_per_layer, seed=seed, keys=keys)
     return _apply(model, products, percentile)
 
 
 def sweep(model: nn.Module, loader_val: Iterable, evaluate_fn: Callable[[nn.Module], float],
           percentiles: Iterable[float], *, groups: int | None = None,
           max_batches: int | None = None,
-          max_samples_per_layer: int = 2_000_000, seed: int = 0) -> list[SweepPoint]:
+          max_samples_per_layer: int = 2_000_000, seed: int = 0,
+          keys: BatchKeys | None = None) -> list[SweepPoint]:
     """Calibrate at each percentile on ``loader_val`` and score with ``evaluate_fn(model)``.
 
     The products are collected once (calibration is dense, so every percentile sees the same
@@ -336,7 +337,7 @@ def sweep(model: nn.Module, loader_val: Iterable, evaluate_fn: Callable[[nn.Modu
     if not ps:
         raise LayerwiseError("sweep needs at least one percentile, e.g. [10, 20, 40]")
     products = collect_products(model, loader_val, groups=groups, max_batches=max_batches,
-                                max_samples_per_layer=max_samples_per_layer, seed=seed)
+                                max_samples_per_layer=max_samples_per_layer, seed=seed, keys=keys)
     layers = unit_layers(model)
     flags = {n: m.enabled for n, m in layers}
     points = []
