@@ -29,6 +29,7 @@ from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, 
 from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
+from ..lwac.shallow import ShallowFamily, nearest_by_latency, pick_depths, shallow_family
 from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
 from ..lwac.robust import branch_dropout, residual_model_kwargs
@@ -37,6 +38,7 @@ from ..models import build_model
 from ..models.registry import ModelConfigError
 from ..results import Results, Variant, env_info, write_results
 from ..train import TrainConfig, load_weights, train
+from ..train.checkpoint import load_checkpoint
 from ..train.loop import CHECKPOINT_NAME
 from ..viz import lwac as figs
 from .common import (CommandReport, RunSpec, add_common_arguments, check_device, example_input, fmt_count,
@@ -65,6 +67,11 @@ class LWACOptions:
     gate_target: float = 0.5  # --policy learned: target run rate of each gate (eq. 5, target-rate form)
     gate_delta: float = 1.0  # --policy learned: eq. (5) cost weight
     gate_beta: float = 0.01  # --policy learned: eq. (5) smoothness weight
+    shallow: bool | None = None  # shallower-network baselines (None: on when the base's recipe is known)
+    shallow_blocks: list[int] | None = None  # blocks per stage of the shallower nets (None: nearest LWAC's points)
+    shallow_max: int = 3  # at most this many shallower nets (automatic choice)
+    contention: int = 0  # spinner processes, each loading one core, while the absolute budgets are measured
+    contention_n: int = 300  # inputs per arm in the contention measurement
 
     def validate(self) -> "LWACOptions":
         self.budgets = [check_budget(b) for b in self.budgets]
@@ -79,11 +86,24 @@ class LWACOptions:
             raise LWACError(f"--gate-target is the fraction of inputs each gate runs on, in [0, 1], not {self.gate_target}")
         if not 0.0 <= self.tolerance < 1.0:
             raise LWACError(f"--tolerance must be a fraction in [0, 1), not {self.tolerance}")
+        if self.shallow_blocks is not None and any(n < 1 for n in self.shallow_blocks):
+            raise LWACError(f"--shallow-blocks takes blocks per stage >= 1, not {self.shallow_blocks}")
+        if self.shallow is False and self.shallow_blocks:
+            raise LWACError("--no-shallow and --shallow-blocks contradict each other: drop one of them")
+        if self.contention < 0:
+            raise LWACError(f"--contention is a number of cores to load (0, 1, ...), not {self.contention}")
+        if self.contention and not self.budgets_ms:
+            raise LWACError("--contention measures inputs against an absolute budget: add --latency-budget-ms MS")
+        if self.contention_n < 10:
+            raise LWACError(f"--contention-n must be >= 10 inputs, not {self.contention_n}")
         if self.quick:
             self.epochs, self.n, self.warmup, self.stream, self.settle, self.grid = \
                 min(self.epochs, 2), min(self.n, 20), 3, 40, 20, 7
             self.gate_epochs = min(self.gate_epochs, 1)
+            self.contention_n = min(self.contention_n, 60)
         return self
+
+
 
 
 # ---- base model -------------------------------------------------------------------------------
@@ -109,8 +129,11 @@ def prepare_base(spec: RunSpec, data, opts: LWACOptions, directory: Path, progre
     model, how = _build_base(spec, data, opts)
     if spec.checkpoint is not None:
         load_weights(model, spec.checkpoint)
-        return model.to(spec.device).eval(), {"source": f"--checkpoint {spec.checkpoint}",
-                                              "training": "unknown (given checkpoint)"}
+        info = {"source": f"--checkpoint {spec.checkpoint}", "training": "unknown (given checkpoint)"}
+        recipe = checkpoint_recipe(spec.checkpoint)
+        if recipe is not None:
+            info["config"] = recipe
+        return model.to(spec.device).eval(), info
     base_dir = directory / "base"
     config = TrainConfig(epochs=opts.epochs, seed=spec.seed, device=spec.device, augment=spec.augment)
     resume = (base_dir / CHECKPOINT_NAME).is_file()
@@ -123,6 +146,125 @@ def prepare_base(spec: RunSpec, data, opts: LWACOptions, directory: Path, progre
     info = {"source": f"trained here, cached in {base_dir / CHECKPOINT_NAME}" + (" (resumed/reused)" if resume else ""),
             "training": how, "config": asdict(config), "final_val_acc": result.final_val_acc}
     return model.eval(), info
+
+
+def checkpoint_recipe(path) -> dict | None:
+    """The training config a layerwise checkpoint recorded (``config``), or None for a plain
+    state_dict or a checkpoint without one."""
+    try:
+        ck = load_checkpoint(path)
+    except LayerwiseError:
+        return None
+    cfg = ck.get("config")
+    return dict(cfg) if isinstance(cfg, dict) and cfg else None
+
+
+# ---- the shallower-network baselines ------------------------------------------------------------
+
+def shallow_recipe(spec: RunSpec, opts: LWACOptions, base_info: dict) -> tuple[TrainConfig | None, str]:
+    """The training config of the shallower nets: the base's, as recorded (trained here, or the
+    ``config`` of a ``--checkpoint`` written by layerwise); None when unknown. Under ``--quick``
+    the epochs are capped at the command's."""
+    rec = base_info.get("config")
+    if not rec:
+        return None, "the base's training recipe is unknown (a --checkpoint without a recorded config)"
+    config = TrainConfig.from_dict(dict(rec))
+    config.device = spec.device
+    if opts.quick:
+        config.epochs = min(config.epochs, opts.epochs)
+    return config, "the base's recipe (" + ("trained here" if spec.checkpoint is None else
+                                             f"recorded in {spec.checkpoint}") + ")"
+
+
+def prepare_shallow(spec: RunSpec, data, opts: LWACOptions, family: ShallowFamily, ns: list[int],
+                    config: TrainConfig, directory: Path, progress=None) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """Train (or reuse from ``DIR/shallow-<name>/checkpoint.pt``) each shallower member with
+    ``ns[i]`` blocks per stage, built as the base was (same stochastic depth and zero-init)."""
+    out = {}
+    for n in ns:
+        name = family.name(n)
+        seed_everything(spec.seed)
+        model = family.build(n, data.input_shape, data.num_classes, **residual_model_kwargs(opts.drop_path))
+        where = directory / f"shallow-{name}"
+        resume = (where / CHECKPOINT_NAME).is_file()
+        result = train(model, data, config, out_dir=where, resume=resume, progress=progress)
+        if result.interrupted:
+            raise LayerwiseError(f"training of the shallower {name} interrupted; rerun the same command to resume "
+                                 f"from {where}")
+        out[f"shallow-{name}"] = (model.eval(), {
+            "blocks_per_stage": n, "depth_name": name, "base_blocks_per_stage": family.n,
+            "source": f"trained here, cached in {where / CHECKPOINT_NAME}" + (" (resumed/reused)" if resume else ""),
+            "training": f"stochastic depth (drop_path {opts.drop_path}, constant) + zero-init last BN, as the base",
+            "config": asdict(config), "final_val_acc": result.final_val_acc})
+    return out
+
+
+def _check_shallow_blocks(model: str, blocks: list[int], family: ShallowFamily | None = None) -> None:
+    family = family or shallow_family(model)
+    if family is None:
+        raise LWACError(f"--shallow-blocks: {model} has no shallower sibling in the zoo (the CIFAR ResNets "
+                        "resnet{9n+2} and resnet{6n+2}-basic have); drop --shallow-blocks")
+    bad = [n for n in blocks if n >= family.n]
+    if bad:
+        raise LWACError(f"--shallow-blocks {bad}: {model} has {family.n} blocks per stage; a shallower network "
+                        f"has 1..{family.n - 1}")
+
+
+def shallow_baselines(spec: RunSpec, data, opts: LWACOptions, base: torch.nn.Module, base_info: dict, calib: dict,
+                      static_info: dict, lw: LWACModel, val_inputs, x1, directory: Path, threads, progress=None):
+    """The shallower nets (VALIDATION and training split only) and, for each, the LWAC point with
+    the best validation accuracy at no more estimated latency (``lwac~shallow-<name>``).
+
+    Depths: ``--shallow-blocks``, else those whose batch-1 latency (timed untrained, interleaved
+    with the base, on validation inputs) is nearest LWAC's operating points (the deployed lambda
+    and each ``lwac~drop-K``), at most ``--shallow-max``."""
+    info: dict = {"enabled": False}
+    if opts.shallow is False:
+        info["note"] = "switched off (--no-shallow)"
+        return {}, {}, info
+    family = shallow_family(spec.model, base)
+    if family is None or not family.candidates():
+        info["note"] = (f"{spec.model} has no shallower sibling in the zoo (the CIFAR ResNets resnet{{9n+2}} and "
+                        "resnet{6n+2}-basic have)" if family is None else f"{spec.model} is already the shallowest")
+        return {}, {}, info
+    config, how = shallow_recipe(spec, opts, base_info)
+    if config is None:
+        if not opts.shallow_blocks and not opts.shallow:
+            info["note"] = how + ": no shallower baseline (pass --shallow-blocks N to train one with --epochs)"
+            return {}, {}, info
+        config = TrainConfig(epochs=opts.epochs, seed=spec.seed, device=spec.device, augment=spec.augment)
+        how += "; trained with this command's --epochs instead"
+    if opts.shallow_blocks:
+        _check_shallow_blocks(spec.model, opts.shallow_blocks, family)
+    cands = family.candidates() if not opts.shallow_blocks else sorted(set(opts.shallow_blocks))
+    torch.manual_seed(spec.seed)
+    untrained = {n: family.build(n, data.input_shape, data.num_classes).to(x1.device).eval() for n in cands}
+    timing = compare_latency({"dense": (_Cycle(base, val_inputs), x1),
+                              **{f"n{n}": (_Cycle(m, val_inputs), x1) for n, m in untrained.items()}},
+                             n=max(20, opts.n // 5), warmup=opts.warmup, threads=threads)
+    ratios = {n: timing[f"n{n}"].median_ms / timing["dense"].median_ms for n in cands}
+    targets = [calib["chosen"]["est_latency_ratio"]] + [m["lwac_est_latency_ratio"]
+                                                        for m in static_info.get("matched", {}).values()]
+    ns = cands if opts.shallow_blocks else pick_depths(ratios, targets, opts.shallow_max)
+    log.info("shallower baselines: %s (val latency ratios %s; LWAC targets %s)",
+             [family.name(n) for n in ns], {family.name(n): round(r, 3) for n, r in ratios.items()},
+             [round(t, 3) for t in targets])
+    trained = prepare_shallow(spec, data, opts, family, ns, config, directory, progress)
+    overhead = float(static_info.get("decision_overhead_ratio_val", 0.0))
+    matched = {}
+    for name, (_, sinfo) in trained.items():
+        r = ratios[sinfo["blocks_per_stage"]]
+        sinfo["val_latency_ratio_untrained"] = r
+        sinfo["recipe"] = how
+        point = match_lambda(calib["sweep"], r - overhead)
+        m = lw.clone()
+        m.set_lambda(point["lam"])
+        matched[name] = (m, point["lam"], {"shallow_val_latency_ratio": r, "lwac_val_accuracy": point["accuracy"],
+                                           "lwac_est_latency_ratio": point["est_latency_ratio"], "lam": point["lam"]})
+    info.update(enabled=True, recipe=how, family=f"{spec.model}: {family.n} blocks per stage",
+                candidates={family.name(n): ratios[n] for n in cands}, lwac_targets=targets,
+                trained=[family.name(n) for n in ns])
+    return trained, matched, info
 
 
 # ---- evaluation helpers -------------------------------------------------------------------------
@@ -229,6 +371,8 @@ class LWACOutput:
 
 def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     opts.validate()
+    if opts.shallow_blocks:  # refused before any training
+        _check_shallow_blocks(spec.model, opts.shallow_blocks)
     device = check_device(spec.device)
     threads = set_threads(spec.threads)
     data = load_data_for_model(spec)
@@ -263,6 +407,9 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
 
     # ---- static drop-k baselines and the LWAC point matched to each: VALIDATION only
     statics, matched, static_info = static_baselines(lw, calib, data, opts, val_inputs, x1, dense_est, device, threads)
+    # ---- the shallower nets of the same family, trained with the base's recipe (train + VALIDATION)
+    shallows, shallow_matched, shallow_info = shallow_baselines(spec, data, opts, base, base_info, calib, static_info,
+                                                                lw, val_inputs, x1, directory, threads, progress)
 
     test_inputs = [data.test[i][0].unsqueeze(0).to(device) for i in range(len(data.test))]
     y_test = torch.as_tensor([data.test[i][1] for i in range(len(data.test))])
@@ -274,6 +421,9 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     for k, (st_model, st_set) in statics.items():
         variants[f"static-drop-{k}"] = st_model
         variants[f"lwac~drop-{k}"] = matched[k][0]
+    for sname, (s_model, _) in shallows.items():
+        variants[sname] = s_model
+        variants["lwac~" + sname] = shallow_matched[sname][0]
     for oname, om in others.items():  # the other policy's machinery cost too (the neural one adds a dot product per gate)
         variants[f"acu-overhead {oname[5:]} (alpha=1)"] = _Pinned(om.clone())
     budgeted: dict[str, LWACModel] = {}
@@ -307,6 +457,10 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             shares[name] = [1.0] * len(lw.units)
             macs_exec[name] = float(lw.dense_macs)
             overhead.reset_counts()
+        elif name in shallows:  # another network: no LWAC unit of the base
+            preds[name] = _predict(fn, test_inputs)
+            shares[name] = []
+            macs_exec[name] = float(count_macs(fn, x1).total)
         elif name.startswith("static-drop-"):
             removed = set(statics[int(name.rsplit("-", 1)[1])][1].units)
             preds[name] = _predict(fn, test_inputs)
@@ -325,6 +479,9 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
         _settle(b, n_lat_inputs, opts.settle)
     lat = compare_latency({k: (_Cycle(fn, n_lat_inputs), x1) for k, fn in variants.items()},
                           n=opts.n, warmup=opts.warmup, threads=threads)
+    # each shallower net against the LWAC operating point (per-input decisions, no budget) nearest in latency
+    lwac_points = {k: lat[k].median_ms for k, fn in variants.items() if isinstance(fn, LWACModel) and k not in budgeted}
+    nearest = {s: nearest_by_latency(lat[s].median_ms, lwac_points) for s in shallows}
     energy = {k: measure_energy(_Cycle(fn, n_lat_inputs), n=max(10, opts.n // 3), device=device)
               for k, fn in variants.items() if not k.startswith("acu-")}
     memory = {k: peak_memory(lambda fn=fn: [fn(x) for x in n_lat_inputs[:20]]) for k, fn in variants.items()
@@ -345,7 +502,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     unit_names = [u.name for u in lw.units]
     out_variants = []
     for name, fn in variants.items():
-        is_lwac = name != "dense" and not name.startswith("static-drop-")
+        is_lwac = name != "dense" and not name.startswith("static-drop-") and name not in shallows
         en = energy.get(name)
         mem = memory.get(name)
         extra = {"unit_run_share": dict(zip(unit_names, shares[name])),
@@ -371,6 +528,20 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             extra["lam"] = matched[k][1]
             extra["matching"] = static_info["matched"][str(k)]
             extra["latency_ratio_vs_static"] = lat[name].median_ms / lat[f"static-drop-{k}"].median_ms
+        if name in shallows:
+            s_info = dict(shallows[name][1])
+            near = nearest[name]
+            extra["shallow"] = s_info
+            extra["nearest_lwac"] = {"name": near, "latency_ms": lat[near].median_ms, "accuracy": acc[near],
+                                     "latency_ratio_lwac_vs_shallow": lat[near].median_ms / lat[name].median_ms}
+            extra["execution_paths"] = {"distinct": 1, "n": len(test_inputs), "share": 1 / len(test_inputs),
+                                        "top_path_share": 1.0}
+        if name.startswith("lwac~shallow-"):
+            sname = name[len("lwac~"):]
+            extra["matched_to"] = sname
+            extra["lam"] = shallow_matched[sname][1]
+            extra["matching"] = shallow_matched[sname][2]
+            extra["latency_ratio_vs_shallow"] = lat[name].median_ms / lat[sname].median_ms
         if en is None:
             extra["energy_j"] = "not measured for the overhead check (latency only)"
         if mem is None:
@@ -397,6 +568,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             extra["calibration"] = {k: v for k, v in calib.items() if k != "sweep"}
             extra["lam"] = lw.state.lam
             extra["static_baselines"] = {k: v for k, v in static_info.items() if k != "matched"}
+            extra["shallow_baselines"] = shallow_info
             if gate_info is not None:
                 extra["learned_gates"] = gate_info
             extra["policy"] = chosen
@@ -406,7 +578,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             extra["calibration"] = {k: v for k, v in calibs[pol].items() if k != "sweep"}
             extra["policy"] = pol
         extra["accuracy_drop_pt"] = 100 * (acc["dense"] - acc[name])
-        if name.startswith("static-drop-"):
+        if name.startswith("static-drop-") or name in shallows:
             v_macs, v_params, v_size = int(macs_exec[name]), count_params(fn), artifact_size(fn).bytes
         else:
             v_macs = int(lw.dense_macs) + _controller_macs(fn)
@@ -425,21 +597,23 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
                       quick=opts.quick)
     # every accuracy is a batch-1 TEST accuracy: Wilson interval, per-image hits, and the method
     # against dense on the same images (also each budgeted variant and the other policy)
-    results = with_statistics(results, hits, compare=comparison_pairs(list(variants)), seed=spec.seed)
+    results = with_statistics(results, hits, compare=comparison_pairs(list(variants), nearest), seed=spec.seed)
     out_variants = results.variants
     path = write_results(directory, results)
     table, checks = _summary(out_variants, acc, lat, len(test_inputs))
     return LWACOutput(path, results, table, checks)
 
 
-def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+def comparison_pairs(names: list[str], nearest: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(method variant, rival) pairs compared on the same test images: LWAC, every budgeted
     variant and the policy not deployed, each against dense; each ``lwac~drop-K`` (LWAC at the
-    static baseline's latency) against its ``static-drop-K``."""
+    static baseline's latency) against its ``static-drop-K``; each shallower net against the LWAC
+    operating point nearest to it in measured latency (``nearest``: shallow name -> LWAC name)."""
     pairs = [("lwac", "dense")]
     pairs += [(n, "dense") for n in names if n.startswith("lwac@") or n.startswith("lwac-")]
     pairs += [(n, "static-drop-" + n.rsplit("-", 1)[1]) for n in names
               if n.startswith("lwac~drop-") and "static-drop-" + n.rsplit("-", 1)[1] in names]
+    pairs += [(lw_name, s) for s, lw_name in (nearest or {}).items() if s in names and lw_name in names]
     return pairs
 
 
@@ -534,10 +708,22 @@ def _budget_demo(lw: LWACModel, inputs, dense_ms: float, opts: LWACOptions) -> d
     return {"history": demo.history, "summary": summary, "monitor_notes": state.notes}
 
 
+def _family(name: str) -> str | None:
+    """The curve a variant belongs to in the accuracy-vs-latency figure."""
+    if name == "lwac" or name.startswith("lwac~"):
+        return "LWAC"
+    if name.startswith("static-drop-"):
+        return "static drop-k"
+    if name.startswith("shallow-"):
+        return "shallower nets"
+    return None
+
+
 def _figures(directory, data, lw, variants, acc, lat, energy, shares, records, preds, y_test, calib, demo, dense_ms):
     unit_names = [u.name for u in lw.units]
     names = []
-    points = [{"name": k, "latency_ms": lat[k].median_ms, "iqr_ms": lat[k].iqr_ms, "accuracy": acc[k]} for k in variants]
+    points = [{"name": k, "latency_ms": lat[k].median_ms, "iqr_ms": lat[k].iqr_ms, "accuracy": acc[k],
+               "family": _family(k)} for k in variants]
     names.append(figs.accuracy_vs_latency(directory / "fig2_accuracy_vs_latency.png", points, calib["sweep"],
                                           dense_ms, f"{data.label}: accuracy vs batch-1 latency").name)
     ek = list(energy)
@@ -574,6 +760,8 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
     checks = []
     point = 100.0 / n_test
     lw = next(v for v in variants if v.name == "lwac")
+    if lw.extra.get("mode") == "soft":
+        checks.append(f"lwac ran in soft mode: {SOFT_MODE_NOTE}")
     drop = 100 * (dense.accuracy - lw.accuracy)
     ratio = lw.latency_ms["median"] / dense.latency_ms["median"]
     checks.append(f"lwac: accuracy drop {drop:+.2f} pt on test (1 test sample = {point:.2f} pt), "
@@ -594,6 +782,12 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
             checks.append(f"{v.name} vs {s_.name}: {100 * v.accuracy:.2f} % vs {100 * s_.accuracy:.2f} % at "
                           f"{v.latency_ms['median']:.3f} vs {s_.latency_ms['median']:.3f} ms "
                           f"({v.extra['latency_ratio_vs_static']:.3f}x the static network's latency)")
+    for v in variants:
+        if "shallow" in v.extra:
+            s_, near = v.extra["shallow"], v.extra["nearest_lwac"]
+            checks.append(f"{v.name} ({s_['blocks_per_stage']} blocks per stage, {s_['config']['epochs']} epochs, "
+                          f"{s_['recipe']}): {100 * v.accuracy:.2f} % at {v.latency_ms['median']:.3f} ms; nearest "
+                          f"LWAC point {near['name']}: {100 * near['accuracy']:.2f} % at {near['latency_ms']:.3f} ms")
     for v in variants:
         if "budget" in v.extra and "target_ms" in v.extra["budget"]:
             b = v.extra["budget"]
@@ -637,6 +831,18 @@ def add_arguments(p) -> None:
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="validation accuracy drop allowed when choosing lambda (fraction)")
     p.add_argument("--n", type=int, default=300, help="timed calls per variant (interleaved)")
+    p.add_argument("--no-shallow", dest="shallow", action="store_false", default=None,
+                   help="no shallower-network baselines (default: on for the zoo's CIFAR ResNets when the base's "
+                        "training recipe is known; trained with it and cached in OUT/shallow-<name>)")
+    p.add_argument("--shallow-blocks", type=int, nargs="+", metavar="N",
+                   help="blocks per stage of the shallower baselines (default: the depths whose latency is nearest "
+                        "LWAC's operating points, at most 3)")
+    p.add_argument("--contention", type=int, default=0, metavar="CORES",
+                   help="with --latency-budget-ms: also measure every input's latency while CORES other processes "
+                        "spin (one core each, the first on the core this process runs on): the share of inputs "
+                        "within +-10 %% of the budget, LWAC and dense")
+    p.add_argument("--contention-n", type=int, default=300, metavar="N",
+                   help="inputs per arm in the --contention measurement")
     p.add_argument("--quick", action="store_true", help="tiny run for tests: 2 epochs, few timings")
 
 
@@ -651,7 +857,8 @@ def run_command(args, progress=None) -> CommandReport:
     opts = LWACOptions(budgets=list(args.latency_budget), budgets_ms=list(args.latency_budget_ms), epochs=args.epochs, drop_path=args.drop_path,
                        branch_drop=args.branch_drop, policy=args.policy, tolerance=args.tolerance, n=args.n,
                        quick=args.quick, static_k=args.static_k, gate_epochs=args.gate_epochs,
-                       gate_target=args.gate_target, gate_delta=args.gate_delta)
+                       gate_target=args.gate_target, gate_delta=args.gate_delta, shallow=args.shallow,
+                       shallow_blocks=args.shallow_blocks, contention=args.contention, contention_n=args.contention_n)
     out = run_lwac(spec_from_args(args), opts, progress)
     res = out.results
     header = ["variant", "acc %", "95% CI", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]

@@ -19,19 +19,38 @@ def _save(fig: Figure, path) -> Path:
     return path
 
 
+_OTHER_COLORS = ["black", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+_FAMILY_STYLE = {"LWAC": ("tab:blue", "o"), "static drop-k": ("tab:red", "s"), "shallower nets": ("tab:green", "^")}
+
+
 def accuracy_vs_latency(path, points: Sequence[dict], sweep: Sequence[dict] = (), dense_ms: float | None = None,
                         title: str = "") -> Path:
     """Fig. 2: test accuracy against measured batch-1 latency (median, IQR bars) per variant;
-    ``sweep``: the cross-fitted validation sweep over lambda (accuracy vs ESTIMATED latency)."""
+    ``sweep``: the cross-fitted validation sweep over lambda (accuracy vs ESTIMATED latency).
+    Points with the same ``family`` (e.g. "LWAC", "static drop-k", "shallower nets") are joined
+    by a line in order of latency, so the curves can be compared at equal latency."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     if sweep and dense_ms:
         xs = [p["est_latency_ratio"] * dense_ms for p in sweep]
         ax.plot(xs, [100 * p["accuracy"] for p in sweep], ".-", color="0.6",
                 label="lambda sweep (validation, cross-fitted; latency estimated)")
+    families: dict[str, list[dict]] = {}
     for p in points:
-        ax.errorbar(p["latency_ms"], 100 * p["accuracy"], xerr=p.get("iqr_ms", 0) / 2, fmt="o", capsize=3,
-                    label=p["name"])
+        if p.get("family"):
+            families.setdefault(p["family"], []).append(p)
+    for k, (fam, ps) in enumerate(families.items()):  # a family's operating points joined, in order of latency
+        ps = sorted(ps, key=lambda q: q["latency_ms"])
+        color, marker = _FAMILY_STYLE.get(fam, (f"C{k}", "o"))
+        xs, ys = [q["latency_ms"] for q in ps], [100 * q["accuracy"] for q in ps]
+        ax.errorbar(xs, ys, xerr=[q.get("iqr_ms", 0) / 2 for q in ps], fmt=marker + "-", color=color, capsize=3,
+                    alpha=0.85, label=fam)
+        for q, x, y in zip(ps, xs, ys):
+            ax.annotate(q["name"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6, color=color)
+    others = [p for p in points if not p.get("family")]
+    for p, color in zip(others, _OTHER_COLORS * (1 + len(others) // len(_OTHER_COLORS))):
+        ax.errorbar(p["latency_ms"], 100 * p["accuracy"], xerr=p.get("iqr_ms", 0) / 2, fmt="D", capsize=3,
+                    color=color, label=p["name"])
     ax.set_xlabel("batch-1 latency, median ms (bars: IQR)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or "Accuracy vs latency")
