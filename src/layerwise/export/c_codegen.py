@@ -17,7 +17,12 @@ compares them bit for bit). Compile-time macros select the build from the same s
   call ``void f(uint16_t k)`` (the cycle counter sets a breakpoint there).
 
 Loops: Conv is weight-outer (SONIC's order, one weight over the whole output plane, so its
-ratio is read once), Linear input-stationary (one ratio per input, eq. 2). Accumulators are
+ratio is read once), Linear input-stationary (one ratio per input, eq. 2). The UnIT test per MAC
+is one add and one unsigned compare, without ``|.|``: ``|z| <= t  <=>  (uint16_t)(z + t) <= 2t``
+for ``t < 0x8000`` (the sum wraps past ``2t`` exactly when ``z`` is outside ``[-t, t]``), with
+``2t`` formed once per conv weight / Linear input and group; a ratio ``t >= 0x8000`` skips the
+whole conv tap / Linear row untested (no int16 magnitude exceeds ``0x8000``), which also covers a
+zero conv weight (its table entry is ``0xFFFF``). Accumulators are
 ``uint32_t`` (two's-complement wrap, no undefined behaviour). Nothing but ``<stdint.h>``; no
 allocation: two static ping-pong activation buffers and one accumulator buffer.
 """
@@ -121,38 +126,63 @@ def _conv_code(k: int, q: QLayer, fn: str) -> str:
              f"    for (uint16_t o = 0; o < {o_n}; o++) {{",
              f"        uint32_t bo = (uint32_t){p}B[o];",
              f"        for (uint16_t p = 0; p < {oh * ow}; p++) acc[p] = bo;",
-             f"        for (uint16_t c = 0; c < {c_in}; c++) {{",
-             f"            for (uint16_t kh = 0; kh < {kh_n}; kh++) {{",
-             f"                for (uint16_t kw = 0; kw < {kw_n}; kw++) {{",
+             # running offsets instead of c * (ih*iw), kh * dh, kw * dw: the MSP430 has no
+             # multiply instruction, and clang calls a helper for a variable times a constant
+             f"        uint16_t oc = 0;      /* c * {ih * iw} */",
+             f"        for (uint16_t c = 0; c < {c_in}; c++, oc += {ih * iw}) {{",
+             f"            uint16_t okh = oc;    /* + kh * {dh * iw} */",
+             *([f"            uint16_t khd = 0;     /* kh * {dh} */"] if ph or pw else []),
+             f"            for (uint16_t kh = 0; kh < {kh_n}; kh++, okh += {dh * iw}"
+             + (f", khd += {dh}" if ph or pw else "") + ") {",
+             f"                uint16_t okw = okh;    /* + kw * {dw} */",
+             *([f"                uint16_t kwd = 0;     /* kw * {dw} */"] if ph or pw else []),
+             f"                for (uint16_t kw = 0; kw < {kw_n}; kw++, okw += {dw}"
+             + (f", kwd += {dw}" if ph or pw else "") + ") {",
              "                    int16_t w = *wp++;",
-             "#if LW_MODE == 2", "                    uint16_t t = *tp++;", "#endif",
-             "#if LW_MODE >= 1", "                    if (w == 0) continue;", "#endif"]
+             "#if LW_MODE == 2",
+             "                    uint16_t t = *tp++;       /* T / |w| (eq. 3), from the export-time table */",
+             "                    /* every int16 |x| <= 0x8000 <= t: the whole tap skips (a zero weight's t is 0xFFFF) */",
+             "                    if (t >= 0x8000u) continue;",
+             "                    uint16_t span = (uint16_t)(t + t);",
+             "#elif LW_MODE == 1", "                    if (w == 0) continue;", "#endif"]
     # valid output ranges for this kernel tap (padding): p*s - pad + k*d in [0, size)
     if ph or pw:
         lines += [
-            f"                    int16_t r0 = (int16_t)({ph} - (int16_t)kh * {dh});",
-            f"                    int16_t c0 = (int16_t)({pw} - (int16_t)kw * {dw});",
+            f"                    int16_t r0 = (int16_t)({ph} - (int16_t)khd);",
+            f"                    int16_t c0 = (int16_t)({pw} - (int16_t)kwd);",
             f"                    uint16_t p0 = r0 > 0 ? (uint16_t)((r0 + {sh - 1}) / {sh}) : 0;",
             f"                    uint16_t q0 = c0 > 0 ? (uint16_t)((c0 + {sw - 1}) / {sw}) : 0;",
-            f"                    int16_t r1 = (int16_t)({ih} - 1 + {ph} - (int16_t)kh * {dh});",
-            f"                    int16_t c1 = (int16_t)({iw} - 1 + {pw} - (int16_t)kw * {dw});",
+            f"                    int16_t r1 = (int16_t)({ih} - 1 + {ph} - (int16_t)khd);",
+            f"                    int16_t c1 = (int16_t)({iw} - 1 + {pw} - (int16_t)kwd);",
             f"                    uint16_t p1 = r1 < 0 ? 0 : (uint16_t)(r1 / {sh} + 1);",
             f"                    uint16_t q1 = c1 < 0 ? 0 : (uint16_t)(c1 / {sw} + 1);",
-            f"                    if (p1 > {oh}) p1 = {oh};", f"                    if (q1 > {ow}) q1 = {ow};"]
+            f"                    if (p1 > {oh}) p1 = {oh};", f"                    if (q1 > {ow}) q1 = {ow};",
+            "                    if (p0 >= p1 || q0 >= q1) continue;",
+            # the first valid input element of the tap: (p0*sh - ph + khd, q0*sw - pw + kwd), by
+            # additions (p0, q0 <= the padding)
+            f"                    int16_t off = (int16_t)okw - {ph * iw + pw};",
+            f"                    uint16_t a0 = q0;",
+            f"                    for (uint16_t i = 0; i < p0; i++) {{ off += {sh * iw}; a0 += {ow}; }}",
+            f"                    for (uint16_t i = 0; i < q0; i++) off += {sw};",
+            "                    const int16_t *xrow = in + off;",
+            "                    uint32_t *arow = acc + a0;",
+            "                    const uint16_t n = (uint16_t)(q1 - q0);"]
     else:
-        lines += [f"                    const uint16_t p0 = 0, p1 = {oh}, q0 = 0, q1 = {ow};"]
+        lines += [f"                    const uint16_t p0 = 0, p1 = {oh}, n = {ow};",
+                  "                    const int16_t *xrow = in + okw;",
+                  "                    uint32_t *arow = acc;"]
     lines += [
-        "                    for (uint16_t pp = p0; pp < p1; pp++) {",
-        f"                        const int16_t *xr = in + c * {ih * iw} + "
-        f"(int16_t)(pp * {sh} - {ph} + kh * {dh}) * {iw} + (int16_t)(kw * {dw} - {pw});",
-        f"                        uint32_t *ar = acc + pp * {ow};",
-        "                        for (uint16_t qq = q0; qq < q1; qq++) {",
-        f"                            int16_t x = xr[qq * {sw}];",
+        f"                    for (uint16_t pp = p0; pp < p1; pp++, xrow += {sh * iw}, arow += {ow}) {{",
+        "                        const int16_t *xp = xrow;",
+        "                        uint32_t *ap = arow, *ae = arow + n;",
+        "                        for (; ap < ae; ap++) {",
+        f"                            int16_t x = *xp; xp += {sw}; LW_KEEP_PTR(xp);",
         "#if LW_MODE == 1", "                            if (x == 0) continue;",
         "#elif LW_MODE == 2",
-        "                            if ((uint16_t)(x < 0 ? -x : x) <= t) continue;",
+        "                            /* skip iff |x| <= t (eq. 3), as -t <= x <= t: one add, one compare */",
+        "                            if ((uint16_t)((uint16_t)x + t) <= span) continue;",
         "#endif",
-        "                            ar[qq] += (uint32_t)LW_MUL(x, w);",
+        "                            *ap += (uint32_t)LW_MUL(x, w);",
         "                        }", "                    }",
         "                }", "            }", "        }",
         f"        int16_t *op = out + o * {oh * ow};",
@@ -228,15 +258,22 @@ def _linear_code(k: int, q: QLayer, fn: str, with_tree: bool) -> str:
               "            for (uint16_t c = a; c; c >>= 1) d--;",
               f"            t = ({p}ET1[g] == 0 || d < 0) ? 0 : (lw_pow2[d] > 0xFFFFu ? 0xFFFFu : (uint16_t)lw_pow2[d]);",
               "#endif",
-              f"            const int16_t *wg = wr + g * {per};",
-              f"            uint32_t *ag = acc + g * {per};",
-              f"            for (uint16_t j = 0; j < {per}; j++) {{",
-              "                int16_t w = wg[j];",
-              "                if ((uint16_t)(w < 0 ? -w : w) <= t) continue;",
-              "                ag[j] += (uint32_t)LW_MUL(x, w);",
+              "            /* every int16 |w| <= 0x8000 <= t: the whole row of this group skips */",
+              "            if (t >= 0x8000u) continue;",
+              "            uint16_t span = (uint16_t)(t + t);",
+              f"            const int16_t *wp = wr + g * {per};",
+              f"            uint32_t *ap = acc + g * {per}, *ae = ap + {per};",
+              "            for (; ap < ae; ap++) {",
+              "                int16_t w = *wp++;",
+              "                /* keep iff |w| > t (eq. 2), as w outside [-t, t]: one add, one compare */",
+              "                if ((uint16_t)((uint16_t)w + t) <= span) continue;",
+              "                *ap += (uint32_t)LW_MUL(x, w);",
               "            }", "        }",
               "#else",
-              f"        for (uint16_t j = 0; j < {o_n}; j++) acc[j] += (uint32_t)LW_MUL(x, wr[j]);",
+              "        const int16_t *wp = wr;",
+              f"        for (uint32_t *ap = acc, *ae = acc + {o_n}; ap < ae; ap++) {{",
+        "            int16_t w = *wp++;",
+        "            *ap += (uint32_t)LW_MUL(x, w);", "        }",
               "#endif", "    }",
               f"    for (uint16_t p = 0; p < {o_n}; p++) "]
     lines += ["    " + ln for ln in _requant(q, "out[p]")]
@@ -335,6 +372,13 @@ def emit(qnet: QNet, name: str = "lw_net") -> tuple[str, str]:
            "#define LW_MUL(a, b) lw_mul16((a), (b))",
            "#endif",
            "#ifndef LW_MUL", "#define LW_MUL(a, b) ((int32_t)(a) * (int32_t)(b))", "#endif",
+           "/* LW_KEEP_PTR(p): on the MSP430, keeps the convolution's input pointer a pointer (an",
+           " * empty asm the optimiser cannot see through), so clang 14 reads through it with",
+           " * auto-increment (mov @Rn+, 2 cycles) instead of re-deriving base + index (5 cycles) on",
+           " * every MAC; no code of its own. Every build runs the same loop: all gain alike. */",
+           "#if defined(__MSP430__) && defined(__GNUC__)",
+           '#define LW_KEEP_PTR(p) __asm__("" : "+r"(p))',
+           "#else", "#define LW_KEEP_PTR(p) ((void)0)", "#endif",
            "#ifdef LW_MARK_FN", "void LW_MARK_FN(uint16_t k);",
            "#define LW_LAYER_DONE(k) LW_MARK_FN(k)", "#endif",
            "#ifndef LW_LAYER_DONE", "#define LW_LAYER_DONE(k) ((void)0)", "#endif", "",

@@ -396,12 +396,16 @@ def _conv(q: QLayer, x: np.ndarray, mode: str, work: LayerWork) -> np.ndarray:
     work.macs += b * int((nvalid[None] * np.ones_like(w)).sum())
     work.rows += b * w.size
     oh = q.out_shape[1] if nd == 2 else 1
-    runs = w.size if mode == "dense" else int((w != 0).sum())
-    work.segments += b * runs * oh
+    table = q.conv_table().reshape(w.shape) if mode == "unit" else None
+    # taps the inner loop runs over: all (dense), nonzero weights (zero_skip), and for UnIT the
+    # weights whose ratio t < 0x8000 (t >= 0x8000 skips the whole tap: no int16 |x| exceeds it;
+    # a zero weight's t is 0xFFFF)
+    live_w = (np.ones_like(w, dtype=bool) if mode == "dense" else
+              (w != 0) if mode == "zero_skip" else (table < 0x8000))
+    work.segments += b * int(live_w.sum()) * oh
     out = np.empty((b, w.shape[0], npos), dtype=np.int64)
     colsn = cols.numpy().astype(np.int64)
     nz_w = w != 0
-    table = q.conv_table().reshape(w.shape) if mode == "unit" else None
     for o in range(w.shape[0]):
         wo = w[o]
         wbits = bitlen(np.abs(wo))
@@ -411,7 +415,7 @@ def _conv(q: QLayer, x: np.ndarray, mode: str, work: LayerWork) -> np.ndarray:
             work.multiply_bits += b * int((nvalid * wbits).sum())
         else:
             work.row_tests += b * ck
-            work.tests += b * int(nvalid[nz_w[o]].sum())
+            work.tests += b * int(nvalid[live_w[o]].sum())
             thr = np.zeros(ck, np.int64) if mode == "zero_skip" else table[o]
             keep = (np.abs(colsn) > thr[None, :, None]) & nz_w[o][None, :, None] & valid.numpy()[None]
             work.executed += int(keep.sum())
@@ -434,7 +438,8 @@ def _linear(q: QLayer, x: np.ndarray, mode: str, division: str, work: LayerWork)
     o_n, i_n = w.shape
     work.macs += b * o_n * i_n
     work.rows += b * i_n
-    work.segments += b * i_n if mode == "dense" else int((x != 0).sum()) * (q.groups if mode == "unit" else 1)
+    if mode != "unit":
+        work.segments += b * i_n if mode == "dense" else int((x != 0).sum())
     wbits = bitlen(np.abs(w))                          # [O, I]
     if mode == "dense":
         work.executed += b * o_n * i_n
@@ -443,7 +448,6 @@ def _linear(q: QLayer, x: np.ndarray, mode: str, division: str, work: LayerWork)
     else:
         nz = x != 0
         work.row_tests += b * i_n
-        work.tests += int(nz.sum()) * o_n if mode == "unit" else 0
         if mode == "zero_skip":
             work.executed += int(nz.sum()) * o_n
             work.multiply_bits += int((nz.sum(0)[None, :] * wbits).sum())
@@ -459,6 +463,10 @@ def _linear(q: QLayer, x: np.ndarray, mode: str, division: str, work: LayerWork)
                 t, steps = linear_ratio(np.full(a.shape, t_g[gi]), np.maximum(a, 1), division, q.tree)
                 work.divisions += int(nz.sum())
                 work.division_steps += int(steps[nz].sum())
+                # t >= 0x8000 skips the group's whole row (no int16 |w| exceeds it), untested
+                live = int((nz & (t < 0x8000)).sum())
+                work.segments += live
+                work.tests += live * per
                 sl = slice(gi * per, (gi + 1) * per)
                 keep = (aw[sl][None, :, :] > t[:, None, :]) & nz[:, None, :]   # [B, O_g, I]
                 work.executed += int(keep.sum())
