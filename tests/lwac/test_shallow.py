@@ -69,8 +69,9 @@ DIGITS = ["lwac", "--model", "resnet20", "--dataset", "digits", "--size", "8", "
 
 
 def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_path, capsys):
-    out = tmp_path / "lwac"
-    assert main([*DIGITS, "--out", str(out)]) == 0
+    out = tmp_path / "lwac"  # the same run also measures --contention (one command, to keep the suite short)
+    assert main([*DIGITS, "--latency-budget-ms", "1.5", "--contention", "1", "--contention-n", "10",
+                 "--out", str(out)]) == 0
     doc = read_results(out)
     by = {v["name"]: v for v in doc["variants"]}
     assert {"shallow-resnet11", "lwac~shallow-resnet11"} <= set(by)
@@ -93,6 +94,20 @@ def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_pat
     text = capsys.readouterr().out
     assert "shallow-resnet11" in text and c["verdict"] in text
     assert by["lwac"]["extra"]["shallow_baselines"]["trained"] == ["resnet11"]
+    # --contention: the absolute budget's variant carries the report, and the command prints its verdict
+    c = by["lwac@1.5ms"]["extra"]["budget"]["contention"]
+    assert c["budget_ms"] == 1.5 and c["cores"] == 1 and c["phases"]["contended"]["lwac"]["n"] == 10
+    assert set(c["phases"]["contended"]) == {"lwac", "dense", "floor"}
+    assert c["verdict"] in text
+    import psutil
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in c["spinner_pids"])
+
+
+def test_contention_needs_an_absolute_budget(tmp_path, capsys):
+    assert main([*DIGITS, "--contention", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--latency-budget-ms" in err[0]
 
 
 def test_no_shallow_switches_it_off():

@@ -30,6 +30,7 @@ from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
 from ..lwac.shallow import ShallowFamily, nearest_by_latency, pick_depths, shallow_family
+from ..lwac.contention import measure_under_contention
 from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
 from ..lwac.robust import branch_dropout, residual_model_kwargs
@@ -487,6 +488,12 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     memory = {k: peak_memory(lambda fn=fn: [fn(x) for x in n_lat_inputs[:20]]) for k, fn in variants.items()
               if not k.startswith("acu-")}
 
+    # ---- --contention: real contention (spinning processes) against each absolute budget
+    contention = {}
+    for ms in opts.budgets_ms if opts.contention else []:
+        contention[f"lwac@{ms:g}ms"] = measure_under_contention(
+            lw, base, n_lat_inputs, ms, n=opts.contention_n, settle=opts.settle, cores=opts.contention)
+
     # ---- budget demonstration with a simulated monitor (budget change, contention, draining battery)
     demo = _budget_demo(lw, test_inputs, lat["dense"].median_ms, opts)
 
@@ -556,6 +563,8 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
                                "within_10pct": abs(lat[name].median_ms - t) <= 0.1 * t,
                                "reachable": lat[name].median_ms <= 1.1 * t or b.state.lam < b.lam_range[1] * 0.999,
                                "final_lam": b.state.lam}
+            if name in contention:
+                extra["budget"]["contention"] = contention[name].to_json()
         elif name in budgeted:
             b = budgeted[name]
             f = float(name.split("@")[1])
@@ -795,6 +804,13 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
             checks.append(f"{v.name}: steady-state median {b['steady_state_median_ms']:.3f} ms against your "
                           f"--latency-budget-ms {b['target_ms']:g}: {'met' if met else 'missed'}"
                           + ("" if b["reachable"] else " (out of reach: every bypassable unit already bypassed)"))
+            if "contention" in b:
+                c = b["contention"]
+                q, k = c["phases"]["quiet"]["lwac"], c["phases"]["contended"]["lwac"]
+                checks.append(f"{v.name} {c['verdict']}; quiet: {100 * q['share_within']:.1f} % within; lambda "
+                              f"{q['mean_lam']:.3g} -> {k['mean_lam']:.3g}, units bypassed per input "
+                              f"{q['mean_bypassed_units']:.2f} -> {k['mean_bypassed_units']:.2f}; load average "
+                              f"{c['load_average']['start'][0]:.2f} at the start")
         elif "budget" in v.extra:
             b = v.extra["budget"]
             met = b["steady_state_ratio_vs_dense"] <= b["fraction"]

@@ -1,0 +1,251 @@
+"""Real CPU contention and an absolute latency budget: does LWAC keep every input near it?
+
+The check of issue 14 ("with an absolute budget and a second process loading one core, at
+least 95 % of inputs finish within +-10 % of the budget, or the budget is reported as out of
+reach") as a library function, :func:`measure_under_contention`:
+
+1. a QUIET phase: LWAC under its absolute budget (``LWACModel.set_latency_target``), the dense
+   network and the FLOOR (LWAC at the top of its lambda range: every unit it can bypass
+   bypassed, the fastest it can be) run interleaved, one input each in turn, every call timed
+   by wall clock;
+2. :func:`spinners` starts ``cores`` other processes, each spinning on one core (the first on
+   the core this process is pinned to for the phase, so the contention cannot be scheduled away
+   on a multi-core machine); LWAC's controller, which measures the wall-clock latency of every
+   inference (``LWACModel.forward``), sees the slower inferences and raises lambda during a
+   settle phase, then the CONTENDED phase is timed as the quiet one was;
+3. the spinners are stopped (terminate, then kill after 2 s, and waited for) on the way out,
+   also on an exception; each spinner also exits by itself when its parent is gone.
+
+Per phase and arm the report gives the share of inputs whose latency is within +-``tolerance``
+of the budget (``|t - B| <= tol * B``, the issue's criterion), the share at or under
+``(1 + tol) B``, median and 5th/95th percentiles; for LWAC the mean lambda and units bypassed per
+input. The budget is OUT OF REACH in a phase when even the floor's median exceeds
+``(1 + tol) B``; it is LOOSER THAN DENSE when dense's median is under ``(1 - tol) B`` (then LWAC
+has nothing to bypass and finishes early, outside the band but within the budget).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .config import LWACError, check_latency_ms
+
+log = logging.getLogger(__name__)
+
+# the spinner: pins itself to a core, says "ready", spins; every ~2**20 iterations it checks that
+# the process that started it is still its parent, so it never outlives a killed parent for long
+_SPIN = r"""
+import os, sys
+parent, core = int(sys.argv[1]), int(sys.argv[2])
+if core >= 0 and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {core})
+sys.stdout.write("ready\n"); sys.stdout.flush()
+n = 0
+while True:
+    n += 1
+    if (n & 0xFFFFF) == 0 and os.getppid() != parent:
+        break
+"""
+
+
+def _affinity() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return None
+
+
+def start_spinner(core: int = -1, parent_pid: int | None = None) -> subprocess.Popen:
+    """One process spinning on ``core`` (-1: wherever the OS puts it); returns once it runs.
+    ``parent_pid``: the process it watches (default: this one); it exits when that is gone."""
+    parent = os.getpid() if parent_pid is None else int(parent_pid)
+    proc = subprocess.Popen([sys.executable, "-c", _SPIN, str(parent), str(int(core))], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()  # blocks until the spinner runs (or dies)
+    if line.strip() != "ready":
+        _stop(proc)
+        raise LWACError(f"the contention process (pid {proc.pid}) did not start (exit code {proc.poll()}): "
+                        "check that this Python can start subprocesses")
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def spinners(cores: int = 1, same_core: bool = True) -> Iterator[list[subprocess.Popen]]:
+    """``cores`` spinning processes while the block runs; all stopped and reaped on the way out,
+    whatever happens inside. ``same_core`` (Linux): this process is pinned to the first core of
+    its affinity set for the block (restored afterwards) and the first spinner to that same core,
+    the others to the next cores; otherwise the OS places them."""
+    if cores < 0:
+        raise LWACError(f"contention takes a number of cores >= 0, not {cores}")
+    before = _affinity()
+    procs: list[subprocess.Popen] = []
+    try:
+        if same_core and before:
+            ordered = sorted(before)
+            os.sched_setaffinity(0, {ordered[0]})
+            chosen = [ordered[k % len(ordered)] for k in range(cores)]
+        else:
+            chosen = [-1] * cores
+        for c in chosen:
+            procs.append(start_spinner(c))
+        yield procs
+    finally:
+        for p in procs:
+            _stop(p)
+        if same_core and before:
+            os.sched_setaffinity(0, before)
+
+
+@dataclass
+class ArmStats:
+    """Per-input wall-clock latencies of one arm in one phase, against the budget."""
+
+    n: int
+    median_ms: float
+    p5_ms: float
+    p95_ms: float
+    share_within: float  # |t - B| <= tol * B
+    share_at_or_under: float  # t <= (1 + tol) * B
+    mean_lam: float | None = None  # LWAC only
+    mean_bypassed_units: float | None = None  # LWAC only: units bypassed per input
+
+    @classmethod
+    def of(cls, ms: Sequence[float], budget_ms: float, tol: float, **extra) -> "ArmStats":
+        t = np.asarray(ms, dtype=float)
+        return cls(n=int(t.size), median_ms=float(np.median(t)), p5_ms=float(np.percentile(t, 5)),
+                   p95_ms=float(np.percentile(t, 95)),
+                   share_within=float(np.mean(np.abs(t - budget_ms) <= tol * budget_ms)),
+                   share_at_or_under=float(np.mean(t <= (1 + tol) * budget_ms)), **extra)
+
+
+@dataclass
+class ContentionReport:
+    budget_ms: float
+    tolerance: float
+    cores: int
+    same_core: bool
+    pinned_core: int | None
+    spinner_pids: list[int]
+    phases: dict[str, dict[str, ArmStats]]
+    reachable: dict[str, bool]  # per phase: the floor's median within (1 + tol) B
+    looser_than_dense: dict[str, bool]  # per phase: dense's median under (1 - tol) B
+    load_average: dict[str, list[float]] = field(default_factory=dict)  # os.getloadavg() at start / end
+    verdict: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _verdict(r: ContentionReport, target: float) -> str:
+    c = r.phases["contended"]["lwac"]
+    head = (f"under contention ({r.cores} core{'s' if r.cores != 1 else ''} loaded): "
+            f"{100 * c.share_within:.1f} % of inputs within +-{100 * r.tolerance:g} % of {r.budget_ms:g} ms "
+            f"(dense {100 * r.phases['contended']['dense'].share_within:.1f} %; LWAC median {c.median_ms:.3f} ms, "
+            f"p95 {c.p95_ms:.3f} ms)")
+    if not r.reachable["contended"]:
+        return head + f"; OUT OF REACH: with every bypassable unit bypassed the median is " \
+                      f"{r.phases['contended']['floor'].median_ms:.3f} ms"
+    if r.looser_than_dense["contended"]:
+        return head + "; the budget is looser than dense: nothing needs bypassing"
+    return head + ("; met" if c.share_within >= target else f"; missed (the criterion is >= {100 * target:g} %)")
+
+
+def _run_phase(arms: dict[str, Callable], inputs: Sequence[torch.Tensor], n: int, offset: int,
+               lwac) -> tuple[dict[str, list[float]], list[float], list[int]]:
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    lams, bypassed = [], []
+    names = list(arms)
+    with torch.no_grad():
+        for i in range(n):
+            x = inputs[(offset + i) % len(inputs)]
+            for j in range(len(names)):  # rotate the order so no arm always runs first
+                k = names[(i + j) % len(names)]
+                before = sum(lwac.state.bypassed) if k == "lwac" else 0
+                t0 = time.perf_counter()
+                arms[k](x)
+                times[k].append(1e3 * (time.perf_counter() - t0))
+                if k == "lwac":
+                    lams.append(float(lwac.state.lam))
+                    bypassed.append(sum(lwac.state.bypassed) - before)
+    return times, lams, bypassed
+
+
+def _settle(lwac, inputs, steps: int, offset: int) -> None:
+    with torch.no_grad():
+        for i in range(steps):
+            lwac(inputs[(offset + i) % len(inputs)])
+
+
+def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tensor], budget_ms: float, *,
+                             n: int = 300, quiet_n: int | None = None, settle: int = 200, cores: int = 1,
+                             tolerance: float = 0.1, same_core: bool = True, target_share: float = 0.95,
+                             gains: dict | None = None) -> ContentionReport:
+    """Per-input latency of LWAC under the absolute budget ``budget_ms``, dense and the floor,
+    quiet and then with ``cores`` spinning processes (module docstring).
+
+    ``lwac``: a calibrated :class:`~layerwise.lwac.LWACModel` (its ``lam_range`` spans nothing to
+    everything bypassed); it is cloned, never changed. ``dense``: the plain network. ``n``: inputs
+    per arm in the contended phase (``quiet_n``, default n // 3, in the quiet one); ``settle``:
+    inferences LWAC runs under each condition before it is timed (its controller converging)."""
+    budget_ms = check_latency_ms(budget_ms)
+    if not inputs:
+        raise LWACError("measure_under_contention needs at least one input")
+    if n < 1 or settle < 0 or not 0 < tolerance < 1:
+        raise LWACError(f"n >= 1, settle >= 0 and tolerance in (0, 1) are needed, not n={n}, settle={settle}, "
+                        f"tolerance={tolerance}")
+    quiet_n = max(1, n // 3) if quiet_n is None else quiet_n
+    ctl = lwac.clone()
+    ctl.set_latency_target(budget_ms, **(gains or {}))
+    floor = lwac.clone()
+    floor.clear_budget()
+    floor.set_lambda(floor.lam_range[1])  # the top of the calibrated range: every unit it can bypass, bypassed
+    arms = {"lwac": ctl, "dense": dense, "floor": floor}
+    loads = {"start": list(os.getloadavg())}
+    phases: dict[str, dict[str, ArmStats]] = {}
+
+    def summarise(name: str, times, lams, byp) -> None:
+        phases[name] = {k: ArmStats.of(v, budget_ms, tolerance) for k, v in times.items()}
+        phases[name]["lwac"].mean_lam = float(np.mean(lams))
+        phases[name]["lwac"].mean_bypassed_units = float(np.mean(byp))
+
+    _settle(ctl, inputs, settle, 0)
+    summarise("quiet", *_run_phase(arms, inputs, quiet_n, settle, ctl))
+    pinned = None
+    with spinners(cores, same_core=same_core) as procs:
+        pids = [p.pid for p in procs]
+        aff = _affinity()
+        pinned = min(aff) if same_core and aff and len(aff) == 1 else None
+        log.info("contention: %d spinner(s) %s%s", len(procs), pids, f" on core {pinned}" if pinned is not None else "")
+        _settle(ctl, inputs, settle, settle + quiet_n)
+        summarise("contended", *_run_phase(arms, inputs, n, 2 * settle + quiet_n, ctl))
+    loads["end"] = list(os.getloadavg())
+    tol = tolerance
+    report = ContentionReport(
+        budget_ms=budget_ms, tolerance=tol, cores=cores, same_core=same_core, pinned_core=pinned, spinner_pids=pids,
+        phases=phases, reachable={k: v["floor"].median_ms <= (1 + tol) * budget_ms for k, v in phases.items()},
+        looser_than_dense={k: v["dense"].median_ms < (1 - tol) * budget_ms for k, v in phases.items()},
+        load_average=loads)
+    report.verdict = _verdict(report, target_share)
+    return report
