@@ -113,7 +113,7 @@ JOBS: tuple[Job, ...] = (
         (("unit", "dense"), ("unit", "magnitude"), ("unit", "fatrelu")),
         "UnIT on the UnIT paper's MNIST network against magnitude pruning and FATReLU"),
     Job("ela-resnet56", "ela",
-        ("ela", "--model", "resnet56", *FM, "--epochs", "4", "--train-limit", "3000", "--threads", "2"),
+        ("ela", "--model", "resnet56", *FM, "--epochs", "4", "--train-limit", "2000", "--threads", "2"),
         None, (("ela", "mrla-b"), ("ela", "mrla-l"), ("ela", "resnet")),
         "ELA on ResNet-56, where there are 15 removable attention layers"),
     compress_job("0.15", "AdaLayerNet at 15 % of the dense file against uniform bits"),
