@@ -134,7 +134,7 @@ def test_calibration_errors():
 
     branchy = Branchy()
     convert(branchy)
-    with pytest.raises(LayerwiseError, match="'unused' saw no MAC.*pass a validation split"):
+    with pytest.raises(LayerwiseError, match="'unused' was never reached.*pass a validation split"):
         calibrate(branchy, [torch.randn(4, 3)])
 
     def broken():
@@ -144,6 +144,32 @@ def test_calibration_errors():
     with pytest.raises(RuntimeError, match="disk gone"):
         calibrate(model, broken())
     assert all(m.enabled and not m._forward_pre_hooks for _, m in unit_layers(model))
+
+
+def test_a_layer_reached_only_by_zeros_gets_threshold_zero_and_stays_exact(caplog):
+    """A layer whose every calibration input is zero (here: a ReLU after a bias of -100, as an
+    upstream FATReLU that zeroed everything leaves it) has no nonzero product to take a percentile
+    of: it gets threshold 0, so UnIT skips only its zero MACs and its output is the dense one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)        # ReLU output: all zeros for inputs of this scale
+    x = torch.randn(16, 5)
+    dense = model(x)
+    convert(model)
+    with caplog.at_level("WARNING"):
+        thresholds = calibrate(model, [x], percentile=50)
+    assert thresholds["2"].tolist() == [0.0]
+    assert thresholds["0"].item() > 0                       # the first layer is calibrated as usual
+    assert "'2' saw only zero inputs" in caplog.text
+    layers = dict(unit_layers(model))
+    set_enabled(model, False)
+    layers["2"].enabled = True
+    reset_counts(model)
+    with torch.no_grad():
+        assert torch.equal(model(x), dense)
+    c = layers["2"].counts
+    assert c.threshold == 0 and c.nonzero_pairs == 0 and c.executed == 0
 
 
 def test_sweep_points():

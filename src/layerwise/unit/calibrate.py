@@ -109,7 +109,10 @@ class _BottomK:
 
 
 def _percentile(values: Tensor, q: float) -> float:
-    """Linear-interpolated percentile ``q`` in [0, 100] (numpy's default method)."""
+    """Linear-interpolated percentile ``q`` in [0, 100] (numpy's default method); 0.0 for no
+    values (a layer whose calibration inputs were all zero: see :func:`collect_products`)."""
+    if values.numel() == 0:
+        return 0.0
     s = values.to(torch.float64).sort().values
     pos = q / 100.0 * (s.numel() - 1)
     lo = math.floor(pos)
@@ -230,7 +233,8 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
     a time: tensors, ``(x, y)`` tuples, or dicts whose input ``keys.input_key`` names.
     ``groups=None`` keeps each layer's own threshold groups; a number re-groups every layer.
     Raises :class:`LayerwiseError` when the model has no UnIT layer, the loader is empty, or a
-    layer (group) saw no MAC with both operands nonzero.
+    layer was never reached. A layer reached only by all-zero inputs (every MAC has a zero
+    operand, e.g. after an upstream FATReLU) gets no products and threshold 0 (logged).
     """
     layers = unit_layers(model)
     if not layers:
@@ -244,13 +248,15 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
             f"{most} groups; pass at least {most}")
     samplers: dict[str, list[_BottomK]] = {}
     hooks: dict[str, Callable] = {}
+    reached: set[str] = set()
     for i, (name, m) in enumerate(layers):
         g = per_layer_groups[name]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
         samplers[name] = [_BottomK(max_samples_per_layer // g, gen) for _ in range(g)]
         fn = _linear_products if isinstance(m, UnITLinear) else _conv_products
 
-        def hook(mod, args, _fn=fn, _s=samplers[name]):
+        def hook(mod, args, _fn=fn, _s=samplers[name], _name=name):
+            reached.add(_name)
             _fn(mod, args[0], _s, chunk_elems)
 
         hooks[name] = hook
@@ -270,12 +276,18 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
     out: dict[str, list[Tensor]] = {}
     for name, ss in samplers.items():
         for g, s in enumerate(ss):
-            if s.seen == 0:
-                where = f"group {g} of layer {name!r}" if len(ss) > 1 else f"layer {name!r}"
+            where = f"group {g} of layer {name!r}" if len(ss) > 1 else f"layer {name!r}"
+            if s.seen == 0 and name in reached:
+                # reached, but every MAC has a zero operand (e.g. an upstream FATReLU zeroed the
+                # whole input): zero-skipping already skips all of them, so the threshold is 0,
+                # the exact layer (the conservative choice; UnIT changes nothing there)
+                log.warning("UnIT calibration: %s saw only zero inputs in %d batches: threshold 0 (its "
+                            "zero MACs are skipped anyway)", where, n_batches)
+            elif s.seen == 0:
                 raise LayerwiseError(
-                    f"{where} saw no MAC with both operands nonzero in {n_batches} calibration "
-                    "batches (never reached, or all-zero inputs); pass a validation split with at "
-                    "least 1 sample that reaches it, or more batches")
+                    f"{where} was never reached in {n_batches} calibration batches (not on the "
+                    "forward path of these inputs); pass a validation split with at least 1 sample "
+                    "that reaches it, or more batches")
         out[name] = [s.sample() for s in ss]
     return out
 
@@ -309,7 +321,7 @@ def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0,
     layer (logged). The thresholds are stored in each layer's ``unit_threshold`` buffer (shape
     ``[groups]``, so they save with the state_dict) and returned by layer name. Raises
     :class:`LayerwiseError` for a percentile outside (0, 100), an empty
-    loader, or a layer that saw no nonzero-operand MAC.
+    loader, or a layer the loader never reaches (one reached only by zeros gets threshold 0).
     """
     percentile = _check_percentile(percentile)
     products = collect_products(model, loader, groups=groups, max_batches=max_batches,
