@@ -24,8 +24,7 @@ import torch
 
 from ..errors import LayerwiseError
 from ..evidence import with_statistics
-from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, choose_lambda, crossfit_sweep,
-                    gather_relevance, lambda_range, sweep_lambda, train_controllers)
+from ..lwac import LWACConfig, LWACModel, attach, calibrate_lambda, check_budget
 from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
@@ -323,34 +322,17 @@ def _entropy_matrix(records) -> np.ndarray:
 
 def calibrate(lwac: LWACModel, data, opts: LWACOptions, dense_ms: float, device: str,
               extra_lams: tuple[float, ...] = ()) -> dict:
-    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation).
+    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation):
+    :func:`layerwise.lwac.calibrate_lambda`, the same call :func:`layerwise.lwac.apply` makes.
 
     ``learned`` policy: the controllers were trained with the network (on the training split);
     here only the lambda sweep runs (``extra_lams``: the training lambda, so the trained
     operating point is one of the candidates)."""
-    relevance = gather_relevance(lwac, data.val, device=device)
-    learned = lwac.config.policy == "learned"
-    labels = bypass_labels(lwac, data.val, device=device) if not learned else []
-    fit = train_controllers(lwac, labels) if lwac.config.policy == "neural" else {}
-    lo, hi = lambda_range(lwac, data.val, device=device)
-    lams = sorted({float(v) for v in np.linspace(lo, hi, opts.grid)} | {float(v) for v in extra_lams})
-    if lwac.config.policy == "neural":
-        points = crossfit_sweep(lwac, data.val, labels, lams, dense_ms=dense_ms, device=device)
-    else:
-        points = sweep_lambda(lwac, data.val, lams, dense_ms=dense_ms, device=device)
-    dense_val = points[0].accuracy if points else 0.0
-    with torch.no_grad():
-        xs, ys = zip(*(data.val[i] for i in range(len(data.val))))
-        with lwac.pinned():
-            dense_val = (lwac.model(torch.stack(xs).to(device)).argmax(1).cpu() == torch.as_tensor(ys)).float().mean().item()
-    best = choose_lambda(points, dense_val, opts.tolerance)
-    lwac.set_lambda(best.lam)
-    lwac.lam_curve = [(p.lam, p.est_latency_ratio) for p in points]
-    return {"relevance": relevance, "relevance_normalised": list(lwac.state.relevance), "cost": list(lwac.state.cost),
-            "bypass_keep_rate": {lwac.units[l.unit].name: l.keep.float().mean().item() for l in labels},
-            "controller_fit_accuracy": {lwac.units[i].name: a for i, a in fit.items()},
-            "lam_range": [lo, hi], "lam": best.lam, "dense_val_accuracy": dense_val,
-            "sweep": [p.to_json() for p in points], "chosen": best.to_json()}
+    cal = calibrate_lambda(lwac, data.val, dense_ms=dense_ms, grid=opts.grid, tolerance=opts.tolerance,
+                           extra_lams=extra_lams, device=device)
+    out = cal.to_json()
+    out.update(relevance_normalised=list(lwac.state.relevance), cost=list(lwac.state.cost))
+    return out
 
 
 def select_policy(models: dict[str, LWACModel], calibs: dict[str, dict], val_inputs, x1, opts: LWACOptions,

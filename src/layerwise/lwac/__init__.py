@@ -24,7 +24,12 @@ trained jointly with the network, straight-through hard gates with eq. 5:
 Baselines: :func:`greedy_drop_sets` / :func:`static_model` (the best k blocks removed for good).
 Export with the control flow kept: :func:`layerwise.lwac.export.export` (``torch.cond``).
 
-Typical use::
+One call, with the command line's automatic choices (the lambda grid, the dense latency
+reference, the policy), on any model and a DataLoader of validation data::
+
+    lw, report = lwac.apply(model, val_loader)       # report: lambda, dense_ms, bypassable units, ...
+
+Step by step::
 
     lw = lwac.attach(model, x1)                      # x1: one example input (batch 1)
     lwac.gather_relevance(lw, data.val)              # eq. (3) on validation
@@ -41,8 +46,9 @@ Every choice where the paper is ambiguous is listed, with the reason, in ``docs/
 """
 
 from .budget import PIController, budget_controller
-from .calibrate import (BypassLabels, LambdaPoint, bypass_labels, choose_lambda, crossfit_sweep, gather_relevance,
-                        lambda_range, sweep_lambda, train_controllers)
+from .calibrate import (BypassLabels, LambdaCalibration, LambdaPoint, bypass_labels, calibrate_lambda, choose_lambda,
+                        crossfit_sweep, dense_accuracy, dense_reference_ms, gather_relevance, lambda_range, sweep_lambda,
+                        train_controllers)
 from .config import LWACConfig, LWACError, check_budget
 from .controller import UnitController, summarise
 from .equations import activation_entropy, alpha, calibrate, cost, normalise, regulariser, relevance
@@ -54,9 +60,11 @@ from .robust import branch_dropout, residual_model_kwargs
 from .resources import multiplier, unit_costs
 from .runtime import LWACModel, UnitInfo, attach
 from .static import DropSet, greedy_drop_sets, static_model
+from .api import LWACReport, apply
 from .tracker import RelevanceTracker, RingBuffer
 
 __all__ = [
+    "LWACReport", "LambdaCalibration", "apply", "calibrate_lambda", "dense_accuracy", "dense_reference_ms",
     "BypassLabels", "DropSet", "FineTuneConfig", "LWACConfig", "LWACError", "LWACModel", "LambdaPoint", "PIController", "PolicyChoice", "PolicyStats",
     "RelevanceTracker", "ResourceMonitor", "ResourceState", "RingBuffer", "SharedBuffer", "SimulatedMonitor",
     "UnitController", "UnitInfo", "activation_entropy", "alpha", "attach", "branch_dropout", "budget_controller",

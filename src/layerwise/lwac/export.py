@@ -43,6 +43,9 @@ class CondGate(nn.Module):
         super().__init__()
         self.unit = unit
         self.shortcut = getattr(unit, "shortcut", None)
+        # a block whose residual add was found by tracing: its bypass graph (the input, through
+        # whatever follows the add)
+        self.traced_bypass = getattr(adapter, "bypass_module", None)
         self.act = getattr(unit, "act", None) or nn.Identity()
         self.out_features = getattr(adapter, "out_features", None)
         self.learned = weight is not None
@@ -55,6 +58,8 @@ class CondGate(nn.Module):
         self.register_buffer("pressure", torch.zeros(()))
 
     def _bypass(self, x):
+        if self.traced_bypass is not None:
+            return self.traced_bypass(x)
         if self.shortcut is None:
             return x.new_zeros((x.shape[0], self.out_features))
         return self.act(self.shortcut(x))

@@ -48,9 +48,11 @@ class UnitInfo:
     output_shape: tuple[int, ...] | None
     latency_ms: float | None  # from per_layer_latency at attach time (forward hooks, approximate)
     bypass_macs: int = 0  # MACs the bypass still runs (a projection shortcut); 0 for an identity shortcut
+    reason: str | None = None  # why the unit cannot be bypassed (None when it can)
 
     def to_json(self) -> dict:
         return {"index": self.index, "name": self.name, "kind": self.kind, "bypassable": self.bypassable,
+                "reason": self.reason,
                 "macs": self.macs, "bypass_macs": self.bypass_macs, "params": self.params,
                 "input_shape": list(self.input_shape) if self.input_shape else None,
                 "output_shape": list(self.output_shape) if self.output_shape else None,
@@ -271,8 +273,8 @@ class LWACModel(nn.Module):
         """Force unit ``i`` bypassed (True / False / (B,) bool tensor) for each ``i`` in ``masks``."""
         for i in masks:
             if not self.units[i].bypassable:
-                raise LWACError(f"unit {self.units[i].name} ({self.units[i].kind}) changes shape and cannot be "
-                                "bypassed; force only bypassable units")
+                raise LWACError(f"unit {self.units[i].name} ({self.units[i].kind}) cannot be bypassed: "
+                                f"{self.units[i].reason}; force only bypassable units")
         old, self.state.forced = self.state.forced, dict(masks)
         try:
             yield
@@ -377,8 +379,8 @@ def attach(model: nn.Module, example_input: torch.Tensor, config: LWACConfig | N
     tracker = RelevanceTracker(len(found), cfg.window, cfg.eta)
     acus, units = [], []
     for i, (name, mod, kind) in enumerate(found):
-        adapter = adapter_for(mod, kind)
         info = infos[name]
+        adapter = adapter_for(mod, kind, info.input_shape, info.output_shape)
         gated = cfg.mode == "soft" or adapter.bypassable
         controller = None
         if gated and cfg.policy in ("neural", "learned") and info.input_shape is not None and len(info.input_shape) >= 2:
@@ -387,13 +389,17 @@ def attach(model: nn.Module, example_input: torch.Tensor, config: LWACConfig | N
             controller.summary = kind_s
         units.append(UnitInfo(i, name, kind, adapter.bypassable, info.macs, info.params, info.input_shape,
                               info.output_shape, lat[name].median_ms if name in lat else None,
-                              _bypass_macs(adapter, info.input_shape)))
+                              _bypass_macs(adapter, info.input_shape), None if adapter.bypassable else adapter.reason))
         acu = AttentionCalibrationUnit(mod, i, name, kind, adapter, state, buffer, tracker, controller)
         _replace(base, name, acu)
         acus.append(acu)
+    fixed = [f"{u.name}: {u.reason}" for u in units if not u.bypassable]
     if cfg.mode == "hard" and not any(u.bypassable for u in units):
-        log.warning("no unit of %s can be bypassed (none has a shortcut or a fixed output size): hard mode will "
-                    "save nothing; use mode='soft' to scale them", type(model).__name__)
+        log.warning("no unit of %s can be bypassed, so hard mode will save nothing (use mode='soft' to scale "
+                    "them): %s", type(model).__name__, "; ".join(fixed))
+    elif cfg.mode == "hard" and fixed:
+        log.warning("%d of %d units of %s run always (not bypassable): %s", len(fixed), len(units),
+                    type(model).__name__, "; ".join(fixed))
     return LWACModel(base, acus, units, state, buffer, tracker, dense_macs, dense_ms).eval()
 
 
@@ -409,7 +415,15 @@ def measure_dense_ms(model: nn.Module, x: torch.Tensor, n: int = 20, threads: in
 
 
 def _bypass_macs(adapter, input_shape) -> int:
-    """MACs of what a bypass still runs: a projection shortcut (conv + BN) on the unit's input."""
+    """MACs of what a bypass still runs: a projection shortcut (conv + BN) on the unit's input, or
+    what follows the residual add of a traced block, applied to the input."""
+    from .units import TracedResidualAdapter
+    if isinstance(adapter, TracedResidualAdapter) and input_shape is not None:
+        from ..measure import count_macs
+        try:
+            return int(count_macs(adapter.bypass_module, torch.zeros(1, *input_shape[1:])).total)
+        except Exception:  # pragma: no cover - a graph the counter cannot run alone
+            return 0
     sc = getattr(adapter.unit, "shortcut", None)
     if not adapter.bypassable or sc is None or input_shape is None or isinstance(sc, nn.Identity):
         return 0

@@ -12,16 +12,27 @@ adapters say how a unit runs:
 * :class:`BranchAdapter` (``block_kind == "branch"``, a branch of a multi-branch model whose
   outputs are concatenated): soft is ``a * branch(x)``; bypass is zeros of shape
   ``(B, out_features)``, the branch never runs.
+* :class:`TracedResidualAdapter` (a block written for another library, e.g. torchvision's
+  ``InvertedResidual`` with ``use_res_connect`` or timm's ``out = self.conv(x) + x``): the block's
+  own ``forward`` is traced with ``torch.fx`` at the top level (its child modules are leaves) and
+  the residual add is the ``add`` node with the block's INPUT as one operand and, as the other, a
+  branch computed from that input. Soft scales that branch (eq. 1); bypass runs the traced graph
+  with the add replaced by the input alone (an identity shortcut: for ``x + conv(x)`` it returns
+  ``x``; whatever follows the add, e.g. a ReLU, is applied to ``x``), so the block is never called.
+  A Python condition (``if self.use_res_connect``) is evaluated at trace time, so a block whose
+  attribute turns the add off is traced without one, and is not bypassable.
 * :class:`ScaleOnlyAdapter` (anything else: recurrent stages, inverted residuals that change
-  shape, foreign blocks): soft is ``a * unit(x)``; never bypassed.
+  shape, foreign blocks without a residual add): soft is ``a * unit(x)``; never bypassed. Its
+  ``reason`` says why (:func:`adapter_for`), and ``attach`` logs it.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..layers import find_layers
 from .config import LWACError
@@ -29,9 +40,12 @@ from .config import LWACError
 
 class ScaleOnlyAdapter:
     bypassable = False
+    reason: str | None = None  # why the unit cannot be bypassed (None when it can)
 
-    def __init__(self, unit: nn.Module):
+    def __init__(self, unit: nn.Module, reason: str | None = None):
         self.unit = unit
+        if reason is not None:
+            self.reason = reason
 
     def run(self, x):
         return self.unit(x)
@@ -94,12 +108,150 @@ class BranchAdapter(ScaleOnlyAdapter):
         return x.new_zeros((x.shape[0], self.out_features))
 
 
-def adapter_for(unit: nn.Module, kind: str) -> ScaleOnlyAdapter:
+_ADDS = {operator.add, operator.iadd, torch.add}
+
+
+class _TopLevelTracer(fx.Tracer):
+    """Traces a block's own ``forward`` only: every child module is one opaque call."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return True
+
+
+def _is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _ADDS) or (node.op == "call_method" and
+                                                                      node.target in ("add", "add_"))
+
+
+def _depends_on(node, source: fx.Node) -> bool:
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if not isinstance(n, fx.Node) or n in seen:
+            continue
+        if n is source:
+            return True
+        seen.add(n)
+        todo.extend(n.all_input_nodes)
+    return False
+
+
+def _scale(r: torch.Tensor, alpha) -> torch.Tensor:
+    return r * _per_sample(alpha, r)
+
+
+def _copy(graph: fx.Graph) -> tuple[fx.Graph, dict]:
+    new, val_map = fx.Graph(), {}
+    out = new.graph_copy(graph, val_map)
+    new.output(out)
+    return new, val_map
+
+
+class TracedResidualAdapter(ScaleOnlyAdapter):
+    """A residual block found by tracing: ``out = post(x + branch(x))`` (see the module docstring).
+
+    ``bypass_module(x)`` is the traced graph with the add replaced by ``x`` (``post(x)``), and
+    ``scaled_module(x, alpha)`` the graph with the branch multiplied by alpha (eq. 1)."""
+
+    bypassable = True
+
+    def __init__(self, unit: nn.Module, graph: fx.Graph, add: fx.Node, x: fx.Node, branch: fx.Node):
+        super().__init__(unit)
+        # bypass: every use of the add's result reads the input instead; the branch is dead code
+        g_bypass, m = _copy(graph)
+        m[add].replace_all_uses_with(m[x])
+        g_bypass.erase_node(m[add])
+        gm = fx.GraphModule(unit, g_bypass, class_name=f"{type(unit).__name__}Bypass")
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        gm.delete_all_unused_submodules()  # the branch's modules are not referenced: never called
+        self.bypass_module = gm
+        # soft: the add's branch operand times alpha, a second input (eq. 1 on the residual branch)
+        g_soft, m = _copy(graph)
+        with g_soft.inserting_after(m[x]):
+            alpha = g_soft.placeholder("alpha")
+        with g_soft.inserting_before(m[add]):
+            scaled = g_soft.call_function(_scale, (m[branch], alpha))
+        m[add].args = tuple(scaled if a is m[branch] else a for a in m[add].args)
+        self.scaled_module = fx.GraphModule(unit, g_soft, class_name=f"{type(unit).__name__}Scaled")
+
+    def bypass(self, x):
+        return self.bypass_module(x)
+
+    def scaled(self, x, alpha):
+        return self.scaled_module(x, alpha)
+
+
+def _shape_change(input_shape, output_shape) -> str | None:
+    if not input_shape or not output_shape or tuple(input_shape) == tuple(output_shape):
+        return None
+    parts = []
+    if len(input_shape) >= 2 and len(output_shape) >= 2 and input_shape[1] != output_shape[1]:
+        parts.append(f"{input_shape[1]}->{output_shape[1]} channels")
+    if tuple(input_shape[2:]) != tuple(output_shape[2:]):
+        parts.append("x".join(map(str, input_shape[2:])) + "->" + "x".join(map(str, output_shape[2:])) + " positions")
+    return "the block changes shape " + ", ".join(parts or [f"{tuple(input_shape)}->{tuple(output_shape)}"])
+
+
+def _false_flags(unit: nn.Module) -> list[str]:
+    """Boolean attributes of the block that are False (e.g. ``use_res_connect``): the likely switch."""
+    return [k for k, v in vars(unit).items() if isinstance(v, bool) and v is False and not k.startswith("_")
+            and k != "training"]
+
+
+def trace_residual(unit: nn.Module, input_shape=None, output_shape=None) -> ScaleOnlyAdapter:
+    """:class:`TracedResidualAdapter` when ``unit``'s traced forward has a residual add on its
+    input; otherwise a :class:`ScaleOnlyAdapter` whose ``reason`` says what was found."""
+    changed = _shape_change(input_shape, output_shape)
+    try:
+        graph = _TopLevelTracer().trace(unit)
+    except Exception as exc:  # data-dependent control flow, unsupported ops, several inputs, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = f"could not be traced with torch.fx to find its residual add ({first[:120]})"
+        return ScaleOnlyAdapter(unit, why + (f"; {changed}" if changed else "") +
+                                ": give it `residual` and `shortcut` attributes to make it bypassable")
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return ScaleOnlyAdapter(unit, f"its forward takes {len(placeholders)} inputs; only single-input blocks "
+                                      "are bypassed")
+    x = placeholders[0]
+    found = []
+    for node in graph.nodes:
+        if not _is_add(node) or len(node.args) < 2:
+            continue
+        a, b = node.args[0], node.args[1]
+        for shortcut, branch in ((a, b), (b, a)):
+            if shortcut is x and isinstance(branch, fx.Node) and branch is not x and _depends_on(branch, x):
+                found.append((node, branch))
+                break
+    if len(found) == 1:
+        return TracedResidualAdapter(unit, graph, found[0][0], x, found[0][1])
+    if len(found) > 1:
+        return ScaleOnlyAdapter(unit, f"{len(found)} adds take the block's input when traced; which one is the "
+                                      "residual is ambiguous: give it `residual` and `shortcut` attributes")
+    flags = _false_flags(unit)
+    detail = "; ".join(filter(None, [", ".join(f"{f} is False" for f in flags), changed]))
+    if flags and changed:
+        detail = ", ".join(f"{f} is False" for f in flags) + f": {changed}"
+    return ScaleOnlyAdapter(unit, "no residual add found when traced" + (f" ({detail})" if detail else
+                                                                          " (its output is not input + branch)"))
+
+
+def adapter_for(unit: nn.Module, kind: str, input_shape=None, output_shape=None) -> ScaleOnlyAdapter:
+    """How ``unit`` runs scaled and bypassed: declared ``residual``/``shortcut`` attributes, a
+    branch, a residual add found by tracing, or scale-only with the reason."""
     if hasattr(unit, "residual") and hasattr(unit, "shortcut"):
-        return ResidualAdapter(unit)
+        adapter = ResidualAdapter(unit)
+        if not adapter.bypassable:
+            changed = _shape_change(input_shape, output_shape)
+            adapter.reason = "its shortcut is None" + (f" ({changed})" if changed else "")
+        return adapter
     if kind == "branch":
-        return BranchAdapter(unit)
-    return ScaleOnlyAdapter(unit)
+        adapter = BranchAdapter(unit)
+        if not adapter.bypassable:
+            adapter.reason = "a branch without an integer out_features (the width of the zeros that replace it)"
+        return adapter
+    return trace_residual(unit, input_shape, output_shape)
 
 
 def _per_sample(alpha, like: torch.Tensor):
