@@ -171,3 +171,95 @@ def test_unit_apply_fixed_percentile_without_targets(splits, trained):
     with pytest.raises(LayerwiseError, match="input_key"):
         calib, _, _ = _loaders("dict", splits)
         unit.apply(trained, calib, percentile=20)                  # dict batches need keys
+
+
+# ---------------------------------------------------------------------------------- AdaLayerNet
+
+#: onnxruntime vs the PyTorch module. Weights-only QDQ ("float" activations): the int8 codes ARE the
+#: module's, so only float32 rounding (BatchNorm folded into the convolutions) separates them:
+#: max |diff| <= 1e-4 * (1 + max |logit|). int8 activations add uint8 rounding of every Conv/Gemm
+#: input and output: max |diff| <= 0.15 * (1 + max |logit|) and the same top-1 on >= 90 % of inputs.
+WEIGHTS_ONLY_TOL, INT8_TOL, INT8_TOP1_AGREEMENT = 1e-4, 0.15, 0.90
+
+
+def _ort_logits(path, x):
+    import onnxruntime as ort
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict", "iterable"])
+def test_adalayer_apply_packs_within_budget_and_reloads_without_the_registry(kind, splits, trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    calib, val, keys = _loaders(kind, splits)
+    x_train, y_train = splits["train"]
+    train = DataLoader(TensorDataset(x_train, y_train), batch_size=64) if kind == "tuple" else None
+    before = _state(trained)
+    budget = 0.3
+    module, report = ada.apply(trained, calib, val_loader=val, budget=budget, train_loader=train, finetune_epochs=1,
+                               packed_path=tmp_path / "m.lwpk", onnx_path=tmp_path / "m.onnx", **keys)
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    # the packed file: real bytes on disk, within budget * (dense fp32 torch.save bytes, measured here)
+    import io
+    buf = io.BytesIO()
+    torch.save(trained.state_dict(), buf)
+    dense = len(buf.getvalue())
+    size = (tmp_path / "m.lwpk").stat().st_size
+    assert size == report.packed_bytes <= int(budget * dense)
+    assert report.dense_bytes == dense and report.fits
+    # per-layer decisions for every Conv2d / Linear, bits in the allowed range
+    n_layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in trained.modules())
+    assert len(report.layers) == n_layers and all(2 <= b <= 8 for b in report.bits.values())
+    # reload WITHOUT the registry: into a fresh module of the same architecture; outputs equal exactly
+    with pytest.raises(ada.PackedFileError, match="model="):
+        ada.load_packed(tmp_path / "m.lwpk")
+    fresh = TinyMobileNet()
+    rebuilt = ada.load_packed(tmp_path / "m.lwpk", model=fresh).model
+    xv, yv = splits["val"]
+    with torch.no_grad():
+        assert torch.equal(rebuilt(xv), module(xv))
+    assert rebuilt is not fresh
+    assert report.val_accuracy_after == pytest.approx(_accuracy(module, xv, yv))
+    # the int8 ONNX file runs in onnxruntime, near the module's outputs (INT8_TOL, stated above)
+    got = _ort_logits(tmp_path / "m.onnx", xv)
+    with torch.no_grad():
+        want = module(xv).numpy()
+    assert np.abs(got - want).max() <= INT8_TOL * (1 + np.abs(want).max())
+    assert (got.argmax(1) == want.argmax(1)).mean() >= INT8_TOP1_AGREEMENT
+    assert report.onnx["activations"] == "int8" and report.onnx["size_bytes"] == (tmp_path / "m.onnx").stat().st_size
+    assert report.onnx["val_accuracy"] == pytest.approx(float((got.argmax(1) == yv.numpy()).mean()))
+    d = report.to_dict()
+    assert d["packed_bytes"] == size and "packed" not in d and d["onnx"]["int8_layers"]
+
+
+def test_adalayer_int8_weights_are_the_packed_codes(splits, trained, tmp_path):
+    """Weights-only QDQ: the int8 initializers are the AdaLayerNet codes, so onnxruntime equals the module
+    up to float32 rounding, and the file is smaller than the fp32 ONNX export of the same module."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import numpy_helper
+    calib, val, _ = _loaders("tuple", splits)
+    module, report = ada.apply(trained, calib, budget=0.3)
+    xv, _ = splits["val"]
+    res = ada.export_onnx_int8(module, xv[:1], tmp_path / "w.onnx", quantized=report.quantized, activations="float",
+                               check_input=xv)
+    got = _ort_logits(tmp_path / "w.onnx", xv)
+    with torch.no_grad():
+        want = module(xv).numpy()
+    assert np.abs(got - want).max() <= WEIGHTS_ONLY_TOL * (1 + np.abs(want).max())
+    assert res.ok and set(res.int8_layers) == set(report.bits)
+    # the classifier (no BatchNorm after it): its int8 initializer holds exactly the packed codes
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "w.onnx")).graph.initializer}
+    codes = inits["classifier.weight_int8"]
+    assert codes.dtype == np.int8
+    assert np.array_equal(codes.astype(np.int32), report.quantized["classifier"].codes.numpy())
+    fp32 = ada.export_and_check(module, xv[:1], tmp_path / "fp32.onnx")
+    assert res.size_bytes < fp32.size_bytes
+
+
+def test_load_packed_refuses_a_module_that_does_not_fit(splits, trained, tmp_path):
+    calib, _, _ = _loaders("tuple", splits)
+    _, report = ada.apply(trained, calib, budget=0.3, packed_path=tmp_path / "m.lwpk")
+    with pytest.raises(ada.PackedFileError, match="does not fit the TinyMobileNet passed as model="):
+        ada.load_packed(tmp_path / "m.lwpk", model=TinyMobileNet(classes=CLASSES + 1))
+    with pytest.raises(ada.PackedFileError, match="model= must be a torch.nn.Module"):
+        ada.load_packed_bytes(report.packed, model="TinyMobileNet")

@@ -49,6 +49,11 @@ Where the paper is ambiguous, and what this package does (also in docs/adalayer.
 - **Structured mode** (not in the paper): whole channels removed at P_l by Torch-Pruning's
   dependency graph; a coupled group takes its members' smallest P_l; the layers producing the
   model output are found from the graph (:mod:`.graph`) and never pruned.
+
+On a user's own model and DataLoader all of it is one call, ``module, report = apply(model,
+calib_loader, budget=...)`` (:mod:`.api`); ``load_packed(path, model=module_of_same_architecture)``
+reloads its packed file without the model registry, and :func:`export_onnx_int8` writes an int8 QDQ
+ONNX file that onnxruntime runs (:mod:`.onnx_check`).
 """
 
 from .allocation import allocate, bit_width, pruning_ratio, redundancy
@@ -57,7 +62,8 @@ from .budget import BudgetError, BudgetResult, fit_budget
 from .compress import attach_fake_quant, bake, make_masks, sparsity_regularizer
 from .config import AdaLayerConfig, Allocation, LayerPlan
 from .importance import layer_importance, mac_shares, normalise
-from .onnx_check import OnnxCheck, export_and_check
+from .api import AdaLayerReport, apply
+from .onnx_check import OnnxCheck, OnnxInt8, export_and_check, export_onnx_int8, onnx_accuracy
 from .packed import (Architecture, PackedFileError, PackedModel, encode_packed, load_packed, load_packed_bytes,
                      write_packed)
 from .graph import execution_order, output_layers
@@ -68,6 +74,7 @@ from .targets import find_targets
 from .uniform import UniformCandidate, uniform_candidates
 
 __all__ = [
+    "AdaLayerReport", "apply", "OnnxInt8", "export_onnx_int8", "onnx_accuracy",
     "AdaLayerConfig", "Allocation", "Architecture", "BudgetError", "BudgetResult", "CompressionResult",
     "FakeQuantize", "LayerPlan", "OnnxCheck", "PackedFileError", "PackedModel", "QuantizedWeight", "StructuredError",
     "UniformCandidate", "allocate", "analyse", "attach_fake_quant", "bake", "bit_width", "compress_model",

@@ -15,6 +15,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..data.base import make_loader
 from ..train import evaluate
@@ -31,7 +32,7 @@ def hutchinson_traces(model: nn.Module, targets: list[tuple[str, nn.Module]], va
     params = [mod.weight for _, mod in targets]
     traces = {name: 0.0 for name, _ in targets}
     gen = torch.Generator().manual_seed(seed)
-    loader = make_loader(val, batch_size=batch_size, shuffle=False)
+    loader = val if isinstance(val, DataLoader) else make_loader(val, batch_size=batch_size, shuffle=False)
     n_batches = 0
     for x, y in itertools.islice(loader, batches):
         x, y = x.to(device), y.to(device)

@@ -12,7 +12,10 @@ Layout (all integers little-endian; docs/adalayer.md has the byte-by-byte descri
       12+M+P  32 bytes  SHA-256 of every byte before it
 
 The metadata names the architecture (registry name, input shape, classes, options) so the loader
-rebuilds the model with :func:`layerwise.models.build_model`, the shape of every stored tensor
+rebuilds the model with :func:`layerwise.models.build_model`; a user's own module (not in the
+registry, :meth:`Architecture.of_module`) is named ``user:<module>.<class>`` and is reloaded by
+passing an ``nn.Module`` of the same architecture as ``model=`` (the file never names code to
+import). Then the shape of every stored tensor
 (a structurally pruned model is rebuilt at those shapes), and per tensor either
 ``{"kind": "quantized", bits, scale section (fp16 per output channel), mask section (dense,
 bitmask or CSR, see :mod:`.bitpack`), values section (bit-packed codes of the kept weights)}`` or
@@ -29,6 +32,7 @@ device, all before any buffer sized by the metadata is allocated. Any failure is
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -57,6 +61,7 @@ FLAG_ZLIB = 1
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "int64": torch.int64, "int32": torch.int32,
            "bool": torch.bool, "uint8": torch.uint8}
 _SKIP_SUFFIX = ("num_batches_tracked",)
+USER_PREFIX = "user:"  # Architecture.model of a user's own module (reloaded with model=)
 
 
 class PackedFileError(LayerwiseError):
@@ -82,6 +87,19 @@ class Architecture:
 
     def build(self) -> nn.Module:
         return build_model(self.model, self.input_shape, self.num_classes, **self.options)
+
+    @property
+    def user_module(self) -> bool:
+        """True for a user's own module: reloaded with ``load_packed(..., model=module)``."""
+        return self.model.startswith(USER_PREFIX)
+
+    @classmethod
+    def of_module(cls, module: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> "Architecture":
+        """The architecture record of a user's own module (not in the registry): its class name,
+        for messages only; the loader needs ``model=`` an instance of the same architecture."""
+        kind = type(module)
+        return cls(f"{USER_PREFIX}{kind.__module__}.{kind.__qualname__}"[:MAX_NAME], tuple(int(s) for s in input_shape),
+                   int(num_classes), {})
 
 
 def stored_passthrough(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -259,12 +277,16 @@ def _check_section(sec, payload_size: int, source: str, where: str, length: int 
     return off, n
 
 
-def _check_arch(arch, source: str) -> Architecture:
+def _check_arch(arch, source: str, registry: bool = True) -> Architecture:
+    """``registry=False``: the caller passed the module (``model=``), so the name is not looked up."""
     from ..models import list_models
 
     if not isinstance(arch, dict) or not isinstance(arch.get("model"), str):
         raise _corrupted(source, f"its architecture is {_brief(arch)}, not {{model, input_shape, num_classes}}")
-    if arch["model"] not in list_models():  # registry names only: a packed file never names code to import
+    if registry and arch["model"].startswith(USER_PREFIX):
+        raise PackedFileError(f"{source} holds your own module {_brief(arch['model'][len(USER_PREFIX):])}, not a "
+                              "registry model: pass model=<an nn.Module of the same architecture> to load_packed")
+    if registry and arch["model"] not in list_models():  # registry names only: a packed file never names code to import
         raise PackedFileError(f"{source} names model {_brief(arch['model'])}, which this layerwise does not have: "
                               "load it with the layerwise version that wrote it")
     shape, classes, options = arch.get("input_shape"), arch.get("num_classes"), arch.get("options", {})
@@ -282,10 +304,11 @@ def _check_arch(arch, source: str) -> Architecture:
     return Architecture(arch["model"], tuple(shape), classes, dict(options))
 
 
-def check_metadata(meta: dict, payload_size: int, source: str = "<bytes>") -> Architecture:
+def check_metadata(meta: dict, payload_size: int, source: str = "<bytes>", *, registry: bool = True) -> Architecture:
     """Bounds-check every metadata field against the payload and the caps above, before anything
-    sized by the metadata is allocated; returns the architecture. PackedFileError otherwise."""
-    arch = _check_arch(meta.get("arch"), source)
+    sized by the metadata is allocated; returns the architecture. PackedFileError otherwise.
+    ``registry=False`` when the module comes from the caller (its name is not looked up)."""
+    arch = _check_arch(meta.get("arch"), source, registry)
     if not isinstance(meta.get("structured", False), bool):
         raise _corrupted(source, f"'structured' is {_brief(meta.get('structured'))}, not true/false")
     tensors = meta.get("tensors")
@@ -362,11 +385,12 @@ def _check_csr(enc: dict, data: bytes, shape: tuple[int, ...], name: str, source
         raise _corrupted(source, f"{name} has CSR row pointers that are not a running count of kept weights")
 
 
-def decode_tensors(meta: dict, payload: memoryview, source: str = "<bytes>") -> dict[str, torch.Tensor]:
+def decode_tensors(meta: dict, payload: memoryview, source: str = "<bytes>", *,
+                   registry: bool = True) -> dict[str, torch.Tensor]:
     """The state_dict stored in a packed file (quantized weights dequantised by :func:`dequantize`).
 
     Checks the metadata first (:func:`check_metadata`) when the caller has not."""
-    check_metadata(meta, len(payload), source)
+    check_metadata(meta, len(payload), source, registry=registry)
     state: dict[str, torch.Tensor] = {}
     for t in meta["tensors"]:
         shape = tuple(int(s) for s in t["shape"])
@@ -425,7 +449,8 @@ def _meta_shapes(arch: Architecture, source: str) -> dict[str, tuple[int, ...]] 
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(_SKIP_SUFFIX)}
 
 
-def _check_fit(meta: dict, own: dict[str, tuple[int, ...]], source: str, arch: Architecture) -> None:
+def _check_fit(meta: dict, own: dict[str, tuple[int, ...]], source: str, arch: Architecture,
+               given: nn.Module | None = None) -> None:
     """Stored tensors and the rebuilt model have the same names; shapes equal (or, for a
     structurally pruned file, the same rank and no dimension larger)."""
     stored = {t["name"]: tuple(t["shape"]) for t in meta["tensors"]}
@@ -434,6 +459,10 @@ def _check_fit(meta: dict, own: dict[str, tuple[int, ...]], source: str, arch: A
     unexpected = [k for k in stored if k not in own]
     bad_shape = [k for k, s in stored.items() if k in own and (
         s != own[k] if not structured else len(s) != len(own[k]) or any(a > b for a, b in zip(s, own[k])))]
+    if (missing or unexpected or bad_shape) and given is not None:
+        raise PackedFileError(f"{source} does not fit the {type(given).__name__} passed as model= (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, shape {bad_shape[:3]}; the file holds "
+                              f"{_brief(arch.model)}): pass an nn.Module built like the one that was compressed")
     if missing or unexpected or bad_shape:
         raise PackedFileError(f"{source} does not fit the rebuilt {arch.model} (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}, shape {bad_shape[:3]}): it was written for another "
@@ -485,12 +514,35 @@ class PackedModel:
     path: str | None
 
 
-def load_packed_bytes(data: bytes, source: str = "<bytes>") -> PackedModel:
+def _into_given(meta: dict, payload: memoryview, source: str, arch: Architecture, given: nn.Module) -> nn.Module:
+    """The packed tensors loaded into a copy of ``given`` (``model=``), after checking they fit it."""
+    if not isinstance(given, nn.Module):
+        raise PackedFileError(f"model= must be a torch.nn.Module of the compressed architecture, got "
+                              f"{type(given).__name__}")
+    own = {k: tuple(v.shape) for k, v in given.state_dict().items() if not k.endswith(_SKIP_SUFFIX)}
+    _check_fit(meta, own, source, arch, given)
+    state = decode_tensors(meta, payload, source, registry=False)
+    model = copy.deepcopy(given)
+    if meta.get("structured"):
+        resize_to_state(model, state)
+    device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+    return model
+
+
+def load_packed_bytes(data: bytes, source: str = "<bytes>", *, model: nn.Module | None = None) -> PackedModel:
     """Rebuild the model in a packed file's bytes: checksum, then every metadata field bounds-checked
     and the architecture compared on the meta device, then the tensors decoded; PackedFileError
-    (one line) for anything wrong."""
+    (one line) for anything wrong.
+
+    ``model=``: an ``nn.Module`` of the compressed architecture (needed for a user's own module,
+    which the registry cannot rebuild; allowed for any file). The stored tensors are checked to fit
+    it (names and shapes) and loaded into a COPY of it; ``model`` itself is not modified."""
     meta, payload = read_packed_metadata(data, source)
-    arch = check_metadata(meta, len(payload), source)
+    arch = check_metadata(meta, len(payload), source, registry=model is None)
+    if model is not None:
+        rebuilt = _into_given(meta, payload, source, arch, model)
+        return PackedModel(rebuilt.eval(), meta, len(data), None if source == "<bytes>" else source)
     own = _meta_shapes(arch, source)
     if own is not None:
         _check_fit(meta, own, source, arch)
@@ -509,8 +561,10 @@ def load_packed_bytes(data: bytes, source: str = "<bytes>") -> PackedModel:
     return PackedModel(model.eval(), meta, len(data), None if source == "<bytes>" else source)
 
 
-def load_packed(path: str | os.PathLike) -> PackedModel:
-    """Rebuild the runnable model stored in a packed file (checksum and metadata verified first)."""
+def load_packed(path: str | os.PathLike, *, model: nn.Module | None = None) -> PackedModel:
+    """Rebuild the runnable model stored in a packed file (checksum and metadata verified first);
+    ``model=``: an ``nn.Module`` of the same architecture to load it into (a copy of it), for a user's
+    own module that is not in the registry (see :func:`load_packed_bytes`)."""
     p = Path(path)
     if not p.is_file():
         raise PackedFileError(f"no packed file at {p}: pass the .lwpk file written by `layerwise compress`")
@@ -518,4 +572,4 @@ def load_packed(path: str | os.PathLike) -> PackedModel:
     if size > MAX_FILE_BYTES:
         raise PackedFileError(f"{p} is {size} bytes, above the {MAX_FILE_BYTES}-byte cap of packed files: it is "
                               "not a packed file written by `layerwise compress`")
-    return load_packed_bytes(p.read_bytes(), str(p))
+    return load_packed_bytes(p.read_bytes(), str(p), model=model)

@@ -177,13 +177,18 @@ def finetune_config(config: AdaLayerConfig, device: str) -> TrainConfig:
 
 def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float, example_input: torch.Tensor,
                    config: AdaLayerConfig | None = None, device: str = "cpu", cache_dir: Path | None = None,
-                   progress=None, analysis: Analysis | None = None) -> CompressionResult:
+                   progress=None, analysis: Analysis | None = None, finetune=None) -> CompressionResult:
     """Compress a trained ``model`` IN PLACE with AdaLayerNet so its packed file fits
     ``budget * dense_bytes``; returns the baked model, the packed bytes and the per-layer plan.
 
     ``arch`` says how the loader rebuilds the model; ``example_input`` is a batch-1 input (MACs,
     structured tracing); ``data`` gives the validation split (sensitivity) and the training split
     (fine-tune). ``dense_bytes`` is the fp32 ``torch.save(state_dict)`` size of ``model``.
+    ``data.val`` may be a Dataset or a DataLoader of ``(x, y)`` batches (streamed).
+
+    ``finetune``: ``None`` fine-tunes with :func:`layerwise.train.train` on ``data.train``
+    (``config.finetune_epochs`` epochs); a callable ``finetune(model, extra_loss)`` runs instead
+    (the Python API's fine-tune over a user's DataLoader), with ``extra_loss`` eq. (5)'s term.
     """
     from ..measure import artifact_size
     config = (config or AdaLayerConfig()).validate()
@@ -224,7 +229,10 @@ def compress_model(model: nn.Module, data, arch: Architecture, *, budget: float,
     ft, regulariser = None, None
     if config.finetune_epochs > 0:
         reg = Eq5Regularizer(targets, an.importance, eta=config.eta, share=config.eta_share)
-        ft = train(model, data, finetune_config(config, device), progress=progress, extra_loss=reg)
+        if finetune is None:
+            ft = train(model, data, finetune_config(config, device), progress=progress, extra_loss=reg)
+        else:
+            ft = finetune(model, reg)
         regulariser = reg.stats()
     model.eval()
     quantized = bake(model, targets, masks, alloc.bits, config.passthrough_dtype)

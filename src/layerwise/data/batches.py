@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import DataError
@@ -110,3 +111,28 @@ def pair_loader(loader: Iterable, keys: BatchKeys = BatchKeys(), *, need_targets
     worker), so code written for ``(x, y)`` loaders (``layerwise.train.evaluate``, the AdaLayerNet
     probes) reads a dict or iterable loader without holding the split in memory."""
     return DataLoader(_Pairs(loader, keys, need_targets), batch_size=None)
+
+
+@torch.no_grad()
+def loader_accuracy(model: nn.Module, loader: Iterable, keys: BatchKeys = BatchKeys(),
+                    *, max_batches: int | None = None) -> tuple[float | None, int]:
+    """(top-1 accuracy or ``None`` without targets, samples) of ``model`` over ``loader``, streamed.
+
+    Runs in eval mode and restores the model's train/eval mode afterwards."""
+    from ..train.evaluation import logits_of
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    correct, n, labelled = 0, 0, True
+    try:
+        for x, y in iter_batches(loader, keys, max_batches=max_batches, device=device):
+            logits = logits_of(model(x))
+            n += int(x.shape[0])
+            if y is None:
+                labelled = False
+                continue
+            correct += int((logits.argmax(dim=1) == y.reshape(-1)).sum())
+    finally:
+        model.train(was_training)
+    return (correct / n if labelled and n else None), n

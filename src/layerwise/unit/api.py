@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..data.batches import BatchKeys, iter_batches
+from ..data.batches import BatchKeys, iter_batches, loader_accuracy
 from ..errors import LayerwiseError
-from ..train.evaluation import logits_of
 from .calibrate import sweep
 from .convert import convert, per_layer_counts, reset_counts, set_enabled, total_counts, unit_layers
 from .select import PercentileChoice, choose_percentile
@@ -92,35 +91,6 @@ class UnITReport:
                 "skipped_fraction": self.skipped_fraction, "samples": self.samples,
                 "per_layer": self.per_layer, "val_accuracy_before": self.val_accuracy_before,
                 "val_accuracy_after": self.val_accuracy_after, "val_source": self.val_source}
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def loader_accuracy(model: nn.Module, loader: Iterable, keys: BatchKeys = BatchKeys(),
-                    *, max_batches: int | None = None) -> tuple[float | None, int]:
-    """(top-1 accuracy or ``None`` without targets, samples) of ``model`` over ``loader``, streamed.
-
-    Runs in eval mode and restores the model's train/eval mode afterwards."""
-    device = _device_of(model)
-    was_training = model.training
-    model.eval()
-    correct, n, labelled = 0, 0, True
-    try:
-        for x, y in iter_batches(loader, keys, max_batches=max_batches, device=device):
-            logits = logits_of(model(x))
-            n += int(x.shape[0])
-            if y is None:
-                labelled = False
-                continue
-            correct += int((logits.argmax(dim=1) == y.reshape(-1)).sum())
-    finally:
-        model.train(was_training)
-    return (correct / n if labelled and n else None), n
 
 
 def _has_targets(loader: Iterable, keys: BatchKeys) -> bool:
@@ -204,4 +174,4 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
     return module, report
 
 
-__all__ = ["DEFAULT_SWEEP", "UnITReport", "apply", "loader_accuracy"]
+__all__ = ["DEFAULT_SWEEP", "UnITReport", "apply"]
