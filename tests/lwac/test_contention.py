@@ -87,7 +87,7 @@ def test_contention_report_on_a_tiny_model(resnet, x16):
     assert rep.phases["contended"]["lwac"].n == 30 and rep.phases["quiet"]["dense"].n == 10
     assert rep.budget_ms == pytest.approx(budget) and rep.tolerance == 0.1 and rep.cores == 1
     for k in ("quiet", "contended"):
-        assert rep.reachable[k] == (rep.phases[k]["floor"].median_ms <= 1.1 * budget)
+        assert rep.reachable[k] == (rep.phases[k]["floor"].share_at_or_under >= 0.95)
         assert rep.looser_than_dense[k] == (rep.phases[k]["dense"].median_ms < 0.9 * budget)
     assert len(rep.load_average["start"]) == 3 and len(rep.load_average["end"]) == 3
     assert f"{budget:g} ms" in rep.verdict

@@ -19,9 +19,12 @@ reach") as a library function, :func:`measure_under_contention`:
 Per phase and arm the report gives the share of inputs whose latency is within +-``tolerance``
 of the budget (``|t - B| <= tol * B``, the issue's criterion), the share at or under
 ``(1 + tol) B``, median and 5th/95th percentiles; for LWAC the mean lambda and units bypassed per
-input. The budget is OUT OF REACH in a phase when even the floor's median exceeds
-``(1 + tol) B``; it is LOOSER THAN DENSE when dense's median is under ``(1 - tol) B`` (then LWAC
-has nothing to bypass and finishes early, outside the band but within the budget).
+input. The budget is OUT OF REACH in a phase when even the floor finishes fewer than
+``target_share`` (95 %) of its inputs by ``(1 + tol) B``: then no choice of depth can meet the
+criterion (on a machine whose scheduler preempts this process for tens of ms, the slow inputs
+are waits, not computation, and the floor has them too). It is LOOSER THAN DENSE when dense's
+median is under ``(1 - tol) B`` (then LWAC has nothing to bypass and finishes early: outside
+the band but within the budget, which ``share_at_or_under`` counts).
 """
 
 from __future__ import annotations
@@ -149,9 +152,10 @@ class ContentionReport:
     pinned_core: int | None
     spinner_pids: list[int]
     phases: dict[str, dict[str, ArmStats]]
-    reachable: dict[str, bool]  # per phase: the floor's median within (1 + tol) B
+    reachable: dict[str, bool]  # per phase: the floor finishes >= target_share of inputs by (1 + tol) B
     looser_than_dense: dict[str, bool]  # per phase: dense's median under (1 - tol) B
     load_average: dict[str, list[float]] = field(default_factory=dict)  # os.getloadavg() at start / end
+    target_share: float = 0.95
     verdict: str = ""
 
     def to_json(self) -> dict:
@@ -164,11 +168,15 @@ def _verdict(r: ContentionReport, target: float) -> str:
             f"{100 * c.share_within:.1f} % of inputs within +-{100 * r.tolerance:g} % of {r.budget_ms:g} ms "
             f"(dense {100 * r.phases['contended']['dense'].share_within:.1f} %; LWAC median {c.median_ms:.3f} ms, "
             f"p95 {c.p95_ms:.3f} ms)")
+    f = r.phases["contended"]["floor"]
     if not r.reachable["contended"]:
-        return head + f"; OUT OF REACH: with every bypassable unit bypassed the median is " \
-                      f"{r.phases['contended']['floor'].median_ms:.3f} ms"
+        return head + (f"; OUT OF REACH: with every bypassable unit bypassed only {100 * f.share_at_or_under:.1f} % "
+                       f"of inputs finish by {(1 + r.tolerance) * r.budget_ms:.3g} ms (median {f.median_ms:.3f} ms, "
+                       f"p95 {f.p95_ms:.3f} ms)")
     if r.looser_than_dense["contended"]:
-        return head + "; the budget is looser than dense: nothing needs bypassing"
+        return head + (f"; the budget is looser than dense (median {r.phases['contended']['dense'].median_ms:.3f} ms):"
+                       f" nothing needs bypassing, {100 * c.share_at_or_under:.1f} % of LWAC's inputs finish by "
+                       f"{(1 + r.tolerance) * r.budget_ms:.3g} ms")
     return head + ("; met" if c.share_within >= target else f"; missed (the criterion is >= {100 * target:g} %)")
 
 
@@ -244,8 +252,8 @@ def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tenso
     tol = tolerance
     report = ContentionReport(
         budget_ms=budget_ms, tolerance=tol, cores=cores, same_core=same_core, pinned_core=pinned, spinner_pids=pids,
-        phases=phases, reachable={k: v["floor"].median_ms <= (1 + tol) * budget_ms for k, v in phases.items()},
+        phases=phases, reachable={k: v["floor"].share_at_or_under >= target_share for k, v in phases.items()},
         looser_than_dense={k: v["dense"].median_ms < (1 - tol) * budget_ms for k, v in phases.items()},
-        load_average=loads)
+        load_average=loads, target_share=target_share)
     report.verdict = _verdict(report, target_share)
     return report
