@@ -24,8 +24,7 @@ import torch
 
 from ..errors import LayerwiseError
 from ..evidence import with_statistics
-from ..lwac import (LWACConfig, LWACModel, attach, bypass_labels, check_budget, choose_lambda, crossfit_sweep,
-                    gather_relevance, lambda_range, sweep_lambda, train_controllers)
+from ..lwac import LWACConfig, LWACModel, attach, calibrate_lambda, check_budget
 from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
@@ -105,6 +104,16 @@ class LWACOptions:
         return self
 
 
+
+
+# What `lwac` does with a model none of whose units can be skipped (a plain CNN-LSTM: its conv
+# blocks have no shortcut, its LSTM stage changes shape): LWAC's own eq. (1), h~_i = alpha_i * h_i,
+# with alpha_i from eq. (2) and the heuristic policy (tracked R_i; the neural controllers learn from
+# bypass labels, and there are none), lambda chosen on validation as usual. The run completes and
+# says so, rather than refusing a paper's table; the latency it reports is the honest one.
+SOFT_MODE_NOTE = ("no unit of this model can be bypassed (no residual shortcut, no fixed-width branch), so LWAC "
+                  "scales each unit's output by its alpha (eq. 1, soft mode, heuristic policy) and skips nothing: "
+                  "its latency is the dense model's plus the ACUs' overhead, and no static drop-k baseline exists")
 
 
 # ---- base model -------------------------------------------------------------------------------
@@ -313,34 +322,17 @@ def _entropy_matrix(records) -> np.ndarray:
 
 def calibrate(lwac: LWACModel, data, opts: LWACOptions, dense_ms: float, device: str,
               extra_lams: tuple[float, ...] = ()) -> dict:
-    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation).
+    """Relevance, labels, controllers, lambda range and the chosen lambda (all on validation):
+    :func:`layerwise.lwac.calibrate_lambda`, the same call :func:`layerwise.lwac.apply` makes.
 
     ``learned`` policy: the controllers were trained with the network (on the training split);
     here only the lambda sweep runs (``extra_lams``: the training lambda, so the trained
     operating point is one of the candidates)."""
-    relevance = gather_relevance(lwac, data.val, device=device)
-    learned = lwac.config.policy == "learned"
-    labels = bypass_labels(lwac, data.val, device=device) if not learned else []
-    fit = train_controllers(lwac, labels) if lwac.config.policy == "neural" else {}
-    lo, hi = lambda_range(lwac, data.val, device=device)
-    lams = sorted({float(v) for v in np.linspace(lo, hi, opts.grid)} | {float(v) for v in extra_lams})
-    if lwac.config.policy == "neural":
-        points = crossfit_sweep(lwac, data.val, labels, lams, dense_ms=dense_ms, device=device)
-    else:
-        points = sweep_lambda(lwac, data.val, lams, dense_ms=dense_ms, device=device)
-    dense_val = points[0].accuracy if points else 0.0
-    with torch.no_grad():
-        xs, ys = zip(*(data.val[i] for i in range(len(data.val))))
-        with lwac.pinned():
-            dense_val = (lwac.model(torch.stack(xs).to(device)).argmax(1).cpu() == torch.as_tensor(ys)).float().mean().item()
-    best = choose_lambda(points, dense_val, opts.tolerance)
-    lwac.set_lambda(best.lam)
-    lwac.lam_curve = [(p.lam, p.est_latency_ratio) for p in points]
-    return {"relevance": relevance, "relevance_normalised": list(lwac.state.relevance), "cost": list(lwac.state.cost),
-            "bypass_keep_rate": {lwac.units[l.unit].name: l.keep.float().mean().item() for l in labels},
-            "controller_fit_accuracy": {lwac.units[i].name: a for i, a in fit.items()},
-            "lam_range": [lo, hi], "lam": best.lam, "dense_val_accuracy": dense_val,
-            "sweep": [p.to_json() for p in points], "chosen": best.to_json()}
+    cal = calibrate_lambda(lwac, data.val, dense_ms=dense_ms, grid=opts.grid, tolerance=opts.tolerance,
+                           extra_lams=extra_lams, device=device)
+    out = cal.to_json()
+    out.update(relevance_normalised=list(lwac.state.relevance), cost=list(lwac.state.cost))
+    return out
 
 
 def select_policy(models: dict[str, LWACModel], calibs: dict[str, dict], val_inputs, x1, opts: LWACOptions,
@@ -392,8 +384,13 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     models: dict[str, LWACModel] = {}
     calibs: dict[str, dict] = {}
     gate_info = None
+    mode, first = "hard", attach(base, x1, LWACConfig(policy=policies[0]), threads=threads)
+    if not first.bypassable:   # nothing can be skipped: calibrate the units' scale instead (SOFT_MODE_NOTE)
+        mode, policies, first = "soft", ["heuristic"], None
+        log.warning("%s: %s", spec.model, SOFT_MODE_NOTE)
     for pol in policies:
-        models[pol] = attach(base, x1, LWACConfig(policy=pol), threads=threads)
+        models[pol] = first if first is not None and pol == policies[0] else \
+            attach(base, x1, LWACConfig(policy=pol, mode=mode), threads=threads)
         extra_lams: tuple[float, ...] = ()
         if pol == "learned":  # gates trained jointly with the network, on the TRAINING split
             gate_info = train_learned_gates(models[pol], data.train, FineTuneConfig(
@@ -402,7 +399,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             extra_lams = (gate_info["lam_train"],)
         calibs[pol] = calibrate(models[pol], data, opts, dense_est, device, extra_lams)
     choice = select_policy(models, calibs, val_inputs, x1, opts, threads)
-    chosen = choice.policy if opts.policy == "auto" else opts.policy
+    chosen = choice.policy if opts.policy == "auto" or mode == "soft" else opts.policy
     lw, calib = models[chosen], calibs[chosen]
     others = {f"lwac-{pol}": models[pol] for pol in policies if pol != chosen}  # the other policy, reported beside
 
@@ -581,6 +578,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
             if gate_info is not None:
                 extra["learned_gates"] = gate_info
             extra["policy"] = chosen
+            extra["mode"] = mode
             extra["policy_choice"] = dict(choice.to_json(), requested=opts.policy, used=chosen)
         if name in others:
             pol = name.split("-", 1)[1]
