@@ -79,7 +79,8 @@ def compress_job(budget: str, what: str, quick: bool = True) -> Job:
     """AdaLayerNet on the shared ResNet-20 at a packed size of ``budget`` x the dense fp32 file."""
     common = ("compress", "--model", "resnet20", *FM, "--checkpoint", base("resnet20"), "--budget", budget)
     return Job(f"compress-resnet20-b{budget}", "compress",
-               (*common, "--train-limit", "10000", "--val-limit", "1000", "--finetune-epochs", "1", "--threads", "2"),
+               (*common, "--train-limit", "10000", "--val-limit", "1000", "--finetune-epochs", "1",
+                "--uniform-top", "2", "--threads", "2"),
                (*common, "--quick", "--train-limit", "1000", "--val-limit", "300") if quick else None,
                (("adalayer", "dense"), ("adalayer", "uniform")), what)
 
