@@ -134,3 +134,22 @@ def test_shallow_blocks_must_be_shallower(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--shallow-blocks" in err[0] and "1..1" in err[0]
     assert not (tmp_path / "x" / "base").exists()  # refused before any training
+
+
+def test_a_trained_shallower_net_is_cached_and_reused(tmp_path):
+    from layerwise.experiments.common import RunSpec, load_data_for_model
+    from layerwise.experiments.lwac_run import LWACOptions, prepare_shallow
+    from layerwise.train import TrainConfig
+    spec = RunSpec("resnet20", "digits", size=8, channels=1, train_limit=60, val_limit=30)
+    data = load_data_for_model(spec)
+    fam = shallow_family("resnet20")
+    config = TrainConfig(epochs=1, seed=0)
+    first = prepare_shallow(spec, data, LWACOptions(), fam, [1], config, tmp_path)
+    model, info = first["shallow-resnet11"]
+    ck = tmp_path / "shallow-resnet11" / "checkpoint.pt"
+    assert ck.is_file() and "reused" not in info["source"] and info["config"]["epochs"] == 1
+    stamp = ck.stat().st_mtime_ns
+    again, info2 = prepare_shallow(spec, data, LWACOptions(), fam, [1], config, tmp_path)["shallow-resnet11"]
+    assert "reused" in info2["source"] and ck.stat().st_mtime_ns == stamp  # nothing trained again
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
