@@ -40,6 +40,8 @@ def test_resnet20_static_int8_runs_int8_kernels_small_file_close_accuracy(traine
     assert sum(res.ops["quantized_modules"].values()) == n_layers
     assert res.ops["float_layers"] == []
     assert res.ops["quantized_functions"].get("quantized::add_relu", 0) > 0  # residual adds in int8 too
+    # int8 from the input's quantize to the logits' dequantize: the pool -> Flatten -> fc tail included
+    assert res.ops["quantized_functions"]["quantize_per_tensor"] == 1 and res.ops["dequantize"] == 1
     w = q.get_submodule("stem.conv").weight()
     assert w.dtype == torch.qint8 and w.qscheme() == torch.per_channel_affine  # per-channel int8 weights
 

@@ -9,7 +9,9 @@ zero point 0, whose int8 codes are the packed codes (sign-flipped where f_c < 0)
 activations (per-tensor uint8, calibrated on validation samples, no fine-tune) and the int32 bias
 add rounding; the accuracy of the integer model is therefore reported beside the packed model's.
 Pruned weights are int8 zeros: the x86 kernels are dense, so the speed-up over fp32 comes from
-int8 arithmetic, not from sparsity.
+int8 arithmetic, not from sparsity. The weights are prepacked for one quantized engine (``engine``,
+default :data:`.int8.ENGINE`, FBGEMM: the faster at batch 1; see :mod:`.int8`), set around every
+prepacking step and restored afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 from torch import nn
 
 from ..measure._util import module_hooks
-from .int8 import StaticInt8, StaticQuantError, _convert, _prepare, _quiet, calibration_batches, quantized_ops
+from .int8 import (ENGINE, StaticInt8, StaticQuantError, _convert, _prepare, _quiet, calibration_batches, check_engine,
+                   quantized_engine, quantized_ops)
 from .quantize import qmax
 
 
@@ -32,9 +35,11 @@ def _float_weight(mod: nn.Module) -> torch.Tensor | None:
 
 
 def integer_model(model: nn.Module, bits: dict[str, int], val_dataset, example_input: torch.Tensor, *,
-                  samples: int = 256) -> StaticInt8:
+                  samples: int = 256, engine: str = ENGINE) -> StaticInt8:
     """Static int8 of the compressed ``model`` (left unchanged) with each layer in ``bits`` given
-    its exact integer codes (module docstring); ``model=None`` with the reason when it cannot."""
+    its exact integer codes (module docstring), prepacked for ``engine``; ``model=None`` with the
+    reason when it cannot (an engine this torch build lacks is a :class:`StaticQuantError`)."""
+    check_engine(engine)
     batches, n = calibration_batches(val_dataset, samples)
     try:
         prepared = _prepare(model, example_input)
@@ -43,26 +48,28 @@ def integer_model(model: nn.Module, bits: dict[str, int], val_dataset, example_i
                 prepared(x.cpu())
         folded = {name: w for name, mod in prepared.named_modules() if name in bits
                   for w in [_float_weight(mod)] if w is not None}
-        q = _convert(prepared)
+        q = _convert(prepared, engine)
         exact = 0
-        for name, mod in q.named_modules():
-            if name not in folded or not hasattr(mod, "set_weight_bias"):
-                continue
-            w = folded[name].float()
-            m = qmax(bits[name])
-            scale = (w.reshape(w.shape[0], -1).abs().amax(1) / m).clamp_min(1e-12).double()
-            qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
-            mod.set_weight_bias(qw, mod.bias())
-            exact += 1
+        with quantized_engine(engine):  # set_weight_bias prepacks again
+            for name, mod in q.named_modules():
+                if name not in folded or not hasattr(mod, "set_weight_bias"):
+                    continue
+                w = folded[name].float()
+                m = qmax(bits[name])
+                scale = (w.reshape(w.shape[0], -1).abs().amax(1) / m).clamp_min(1e-12).double()
+                qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+                mod.set_weight_bias(qw, mod.bias())
+                exact += 1
         with torch.no_grad():
             q(example_input.cpu())
     except StaticQuantError as e:
-        return StaticInt8(None, reason=str(e), calibration_samples=n)
+        return StaticInt8(None, reason=str(e), calibration_samples=n, engine=engine)
     except Exception as e:  # noqa: BLE001 - any failure of the quantized graph is a reason, not a crash
-        return StaticInt8(None, reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}", calibration_samples=n)
+        return StaticInt8(None, reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}", calibration_samples=n,
+                          engine=engine)
     ops = quantized_ops(q)
     ops["exact_packed_codes_layers"] = exact
-    return StaticInt8(q, calibration_samples=n, ops=ops)
+    return StaticInt8(q, calibration_samples=n, ops=ops, engine=engine)
 
 
 def activation_peak_bytes(model: nn.Module, example_input: torch.Tensor) -> tuple[int, str]:

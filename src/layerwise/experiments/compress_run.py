@@ -7,7 +7,7 @@ and one bit width for all layers), ``uniform-fl8`` (the same with the first and 
 unpruned at 8 bits), ``magnitude`` (global magnitude pruning plus uniform bits), ``hawq-ilp``
 (HAWQ-V3-style integer program over per-layer (ratio, bits), Hessian-trace sensitivity);
 ``int8-static`` (what a PyTorch user runs: static post-training int8 of the convolutions and
-linears, per-channel weights, calibrated on the validation split, x86 engine; see
+linears, per-channel weights, calibrated on the validation split, FBGEMM int8 kernels; see
 :mod:`layerwise.adalayer.int8`) and ``adalayer``. Accuracy is on the test split of each model
 rebuilt FROM ITS SAVED FILE (the packed ``.lwpk`` files, ``int8-static.pt``); size_bytes is that
 file. Every accuracy comes with its per-image test hits and Wilson interval, and adalayer is
@@ -223,7 +223,7 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
                                   directory=directory, device=spec.device, progress=progress)
               for name in PACKED_RIVALS}
 
-    # -- int8-static: static post-training int8 of the dense model, x86 engine --------------------
+    # -- int8-static: static post-training int8 of the dense model, x86 qconfig, FBGEMM kernels -----
     int8_path = directory / "int8-static.pt"
     int8_res, int8, int8_extra = _int8_static(base, data, x1, xb, opts, spec.device, int8_path)
 
@@ -279,7 +279,7 @@ def run_compress(spec: RunSpec, cfg: AdaLayerConfig, opts: CompressOptions, prog
             extra.update(runtime_of=str(ada_path), size_source="torch.save(state_dict) of the converted FX model: a "
                          "runtime form of adalayer.lwpk (8-bit dense codes); the packed file stays the artifact",
                          note="integer weights (the packed codes, exactly) and uint8 activations calibrated on val, "
-                              "x86 engine, no fine-tune for the activation rounding")
+                              f"{int_res.engine} kernels, no fine-tune for the activation rounding")
         elif name == "int8-static":
             size = int8_path.stat().st_size
             params = quantized_params(m)
@@ -468,7 +468,8 @@ def format_report(out: CompressOutput, cfg: AdaLayerConfig, opts: CompressOption
         lines.append(f"int8-static        {i8.extra['reason']}")
     else:
         ops = i8.extra["executed"]
-        lines.append(f"int8-static        {i8.extra['flow']} static PTQ, {i8.extra['backend']} engine, calibrated on "
+        lines.append(f"int8-static        {i8.extra['flow']} static PTQ, {i8.extra['backend']} qconfig, "
+                     f"{i8.extra.get('engine', i8.extra['backend'])} kernels, calibrated on "
                      f"{i8.extra['calibration_samples']} val samples; {sum(ops['quantized_modules'].values())} "
                      f"quantized layers, rebuilt from {i8.extra['artifact_path']} == quantized: "
                      f"{i8.extra['rebuilt_equals_quantized']}"
