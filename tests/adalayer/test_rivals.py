@@ -62,3 +62,41 @@ def test_ilp_allocation_fits_the_budget_and_rebuilds_exactly(tiny, digits28):
     xb = torch.stack([digits28.test[i][0] for i in range(8)])
     with torch.no_grad():
         assert torch.equal(load_packed_bytes(res.packed).model(xb), res.model(xb))
+
+
+@pytest.mark.parametrize("top, expected_bits, finetuned", [(0, 8, {3, 4, 8}), (2, 4, {3, 4})])
+def test_rival_is_ranked_by_validation_accuracy_after_its_fine_tune(monkeypatch, top, expected_bits, finetuned):
+    import math
+    from types import SimpleNamespace
+
+    from layerwise.adalayer import AdaLayerConfig, Architecture
+    from layerwise.adalayer import rivals
+
+    # a stand-in size: 1000 * bits * (1 - ratio) + 100 bytes. At 3,100 bytes: 3 bits fits unpruned,
+    # 4 bits at ratio 0.25, 8 bits at 0.625 (all ~3,100: the same size); 2 bits fits unpruned at 2,100,
+    # more than 1 % below, so it does not compete
+    monkeypatch.setattr(rivals, "plan_size_fn", lambda *a, **k: lambda ratios, bits: math.ceil(
+        1000 * next(iter(bits.values())) * (1 - next(iter(ratios.values())))) + 100)
+
+    def fake_compress_plan(m, data, arch, *, prune_ratio, bits, config, device="cpu", progress=None, finetune=True):
+        m.bits, m.finetuned = next(iter(bits.values())), finetune  # like the real one, it changes m in place
+        return m, {}, b"\0" * 7
+    monkeypatch.setattr(rivals, "compress_plan", fake_compress_plan)
+    # before the fine-tune the ranking is the reverse of the one after it
+    acc = {(3, False): 0.9, (4, False): 0.5, (8, False): 0.1, (3, True): 0.6, (4, True): 0.7, (8, True): 0.95}
+    monkeypatch.setattr(rivals, "evaluate", lambda m, *a, **k: SimpleNamespace(accuracy=acc[(m.bits, m.finetuned)]))
+
+    base = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    arch = Architecture("custom", (4,), 3, {})
+    fc = rivals.fit_family("uniform", base, SimpleNamespace(val=None), arch, AdaLayerConfig(), target_bytes=3100,
+                           example_input=torch.randn(1, 4), bits_options=[2, 3, 4, 8], band=0.01, top=top)
+    assert fc.chosen.bits == expected_bits and fc.model.bits == expected_bits and fc.model.finetuned
+    ratio = {3: 0.0, 4: 0.25, 8: 0.625}[expected_bits]
+    assert fc.chosen.prune_ratio == pytest.approx(ratio, abs=1e-5)
+    assert fc.prune_ratio == {"0": fc.chosen.prune_ratio, "2": fc.chosen.prune_ratio}
+    assert fc.bits == {"0": expected_bits, "2": expected_bits}
+    by_bits = {c.bits: c for c in fc.candidates}
+    assert {b for b, c in by_bits.items() if c.val_accuracy_finetuned is not None} == finetuned
+    assert by_bits[2].val_accuracy_finetuned is None and by_bits[2].packed_bytes == 2100
+    assert all(c.packed_bytes <= 3100 for c in fc.candidates)
+    assert ("capped" in fc.ranking) == (top > 0)

@@ -140,3 +140,40 @@ def test_structured_budget_search_lands_within_two_percent():
         res = compress_model(copy.deepcopy(model), data, arch, budget=budget, example_input=torch.randn(1, 3, 16, 16),
                              config=AdaLayerConfig(finetune_epochs=0, structured=True), analysis=an)
         assert 0.98 * res.budget.target_bytes <= len(res.packed) <= res.budget.target_bytes, budget
+
+
+class AllConvPooled(nn.Module):
+    """No Linear: the classifier is a 1x1 conv to the 10 classes, a global-average-pool module and a
+    Flatten module (modules, not tensor methods, between the output conv and the output)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU())
+        self.classifier = nn.Sequential(nn.Conv2d(16, classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@pytest.mark.parametrize("cls, head", [(AllConv, "head"), (AllConvPooled, "classifier.0")])
+def test_structured_mode_on_an_all_conv_network_keeps_every_class_channel(cls, head, digits28):
+    torch.manual_seed(0)
+    model = cls().eval()
+    x = digits28.val[0][0][None]
+    assert output_layers(model, x) == [head]
+    hidden = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n != head}
+    arch = Architecture("custom", tuple(digits28.input_shape), 10, {})
+    res = compress_model(model, digits28, arch, budget=0.15, example_input=x,
+                         config=AdaLayerConfig(finetune_epochs=0, structured=True, b_min=4))
+    out_conv = res.model.get_submodule(head)
+    # every one of the 10 class channels of the output conv is still there, weights and bias ...
+    assert out_conv.out_channels == 10 and out_conv.weight.shape[0] == 10 and out_conv.bias.shape == (10,)
+    assert head not in res.structured_channels
+    # ... while the hidden convs really lost channels (the budget was met by pruning them)
+    after = {n: res.model.get_submodule(n).out_channels for n in hidden}
+    assert any(after[n] < hidden[n] for n in hidden), (hidden, after)
+    assert out_conv.in_channels == after[list(hidden)[-1]]  # the head reads what the last hidden conv kept
+    xb = torch.stack([digits28.test[i][0] for i in range(32)])
+    with torch.no_grad():
+        assert res.model(xb).shape == (32, 10)
