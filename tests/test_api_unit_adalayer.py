@@ -194,7 +194,7 @@ def test_adalayer_apply_packs_within_budget_and_reloads_without_the_registry(kin
     x_train, y_train = splits["train"]
     train = DataLoader(TensorDataset(x_train, y_train), batch_size=64) if kind == "tuple" else None
     before = _state(trained)
-    budget = 0.3
+    budget = 0.12
     module, report = ada.apply(trained, calib, val_loader=val, budget=budget, train_loader=train, finetune_epochs=1,
                                packed_path=tmp_path / "m.lwpk", onnx_path=tmp_path / "m.onnx", **keys)
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
@@ -238,7 +238,7 @@ def test_adalayer_int8_weights_are_the_packed_codes(splits, trained, tmp_path):
     pytest.importorskip("onnxruntime")
     from onnx import numpy_helper
     calib, val, _ = _loaders("tuple", splits)
-    module, report = ada.apply(trained, calib, budget=0.3)
+    module, report = ada.apply(trained, calib, budget=0.12)
     xv, _ = splits["val"]
     res = ada.export_onnx_int8(module, xv[:1], tmp_path / "w.onnx", quantized=report.quantized, activations="float",
                                check_input=xv)
@@ -258,8 +258,34 @@ def test_adalayer_int8_weights_are_the_packed_codes(splits, trained, tmp_path):
 
 def test_load_packed_refuses_a_module_that_does_not_fit(splits, trained, tmp_path):
     calib, _, _ = _loaders("tuple", splits)
-    _, report = ada.apply(trained, calib, budget=0.3, packed_path=tmp_path / "m.lwpk")
+    _, report = ada.apply(trained, calib, budget=0.12, packed_path=tmp_path / "m.lwpk")
     with pytest.raises(ada.PackedFileError, match="does not fit the TinyMobileNet passed as model="):
         ada.load_packed(tmp_path / "m.lwpk", model=TinyMobileNet(classes=CLASSES + 1))
     with pytest.raises(ada.PackedFileError, match="model= must be a torch.nn.Module"):
         ada.load_packed_bytes(report.packed, model="TinyMobileNet")
+
+
+# ----------------------------------------------------------------------------------------- docs
+
+def _doc_blocks(sections: tuple[str, ...]) -> str:
+    """The ```python blocks of docs/api.md under the ``## <section>`` headings named, in order."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    code = []
+    for part in re.split(r"^## ", text, flags=re.M)[1:]:
+        title = part.splitlines()[0].strip()
+        if title in sections:
+            code += re.findall(r"```python\n(.*?)```", part, flags=re.S)
+    assert code, f"docs/api.md has no python block under {sections}"
+    return "\n".join(code)
+
+
+def test_docs_api_unit_and_adalayer_examples_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    code = _doc_blocks(("A model of your own", "UnIT", "AdaLayerNet"))
+    exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api"})
+    out = capsys.readouterr().out
+    assert "% skipped" in out and "packed" in out and (tmp_path / "mynet.lwpk").is_file()
+    assert (tmp_path / "mynet-int8.onnx").is_file()
