@@ -38,7 +38,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.only and model != args.only:
             continue
         cmd = ["lwac", "--model", model, *rest, "--latency-budget", "0.7", "--threads", args.threads,
-               "--n", args.n, "--policy", args.policy, "--out", str(args.out / (model if args.policy == "auto" else f"{model}-{args.policy}"))]
+               "--latency-n", args.n, "--policy", args.policy, "--out", str(args.out / (model if args.policy == "auto" else f"{model}-{args.policy}"))]
         print("$ layerwise " + " ".join(cmd), flush=True)
         code |= main(cmd)
     return code

@@ -24,7 +24,7 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_profile_prints_table_and_writes_complete_results(tmp_path, capsys):
     rc = main(["profile", "--model", "resnet20", "--dataset", "digits", "--out", str(tmp_path),
-               "--n", "5", "--warmup", "1", "--batched", "4", "--threads", "1"])
+               "--latency-n", "5", "--warmup", "1", "--batched", "4", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "layer1.0.residual.conv2" in out and "fc" in out and "energy" in out
@@ -51,7 +51,7 @@ def test_train_then_profile_checkpoint(tmp_path, capsys):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     rc = main(["profile", "--model", "tiny-cnn", "--dataset", "digits", "--checkpoint", str(out / "checkpoint.pt"),
-               "--out", str(tmp_path / "prof"), "--n", "3", "--warmup", "1", "--batched", "2"])
+               "--out", str(tmp_path / "prof"), "--latency-n", "3", "--warmup", "1", "--batched", "2"])
     assert rc == 0
     assert read_results(tmp_path / "prof")["variants"][0]["accuracy"] == pytest.approx(v["accuracy"])
 

@@ -69,7 +69,7 @@ def test_missing_file_names_the_fix(tmp_path):
 def test_profile_runs_a_users_model_and_reports_peak_activation_bytes(model_file, tmp_path, capsys):
     out = tmp_path / "prof"
     rc = main(["profile", "--model", f"{model_file}:build", "--dataset", "digits", "--out", str(out),
-               "--n", "3", "--warmup", "1", "--batched", "2", "--threads", "1"])
+               "--latency-n", "3", "--warmup", "1", "--batched", "2", "--threads", "1"])
     text = capsys.readouterr().out
     assert rc == 0, text
     res = json.loads((out / "results.json").read_text())

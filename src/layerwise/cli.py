@@ -27,7 +27,6 @@ import logging
 import os
 import sys
 import traceback
-from functools import partial
 from pathlib import Path
 
 from .errors import LayerwiseError
@@ -49,8 +48,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _progress():
-    from tqdm import tqdm
-    return partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
+    """A bar on a terminal, a periodic INFO line (every 30 s) in a log file or CI (``layerwise.progress``)."""
+    from .progress import progress_factory
+    return progress_factory(sys.stderr)
 
 
 def _command_modules(only: str | None = None):
@@ -283,15 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        # before parsing: a deprecated flag name logs its warning while argparse reads it
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S", stream=sys.stderr)
         parser = build_parser(_command_in(argv))
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
             return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
         debug = bool(getattr(args, "debug", False))
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                            stream=sys.stderr)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
         report = _run(args)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the boundary: every failure is one line
         return _fail(exc, debug)

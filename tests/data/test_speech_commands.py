@@ -173,7 +173,7 @@ def test_unit_runs_on_kws_end_to_end(tmp_path, capsys):
     write_speech(tmp_path / "data", clips=8)
     out = tmp_path / "run"
     rc = main(["unit", "--model", "kws-cnn", "--dataset", f"speech-commands:{tmp_path / 'data'}", "--quick",
-               "--epochs", "3", "--no-shift", "--limit", "6", "--sweep", "20", "--threads", "1", "--out", str(out)])
+               "--epochs", "3", "--no-shift", "--val-limit", "6", "--test-limit", "6", "--sweep", "20", "--threads", "1", "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "kws-cnn / speech-commands:" in text and "[1x126x80]" in text

@@ -132,7 +132,7 @@ def test_unit_runs_cross_room_end_to_end(tmp_path, capsys):
     write_widar(tmp_path / "data", reps=3)
     out = tmp_path / "run"
     rc = main(["unit", "--model", "widar-lenet", "--dataset", f"widar:{tmp_path / 'data'}", "--split", "cross-room",
-               "--quick", "--epochs", "4", "--no-shift", "--limit", "8", "--sweep", "20", "--threads", "1",
+               "--quick", "--epochs", "4", "--no-shift", "--val-limit", "8", "--test-limit", "8", "--sweep", "20", "--threads", "1",
                "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text

@@ -79,6 +79,7 @@ def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_pat
     assert s["extra"]["shallow"]["blocks_per_stage"] == 1
     # trained with the base's recipe (the same config the base recorded), cached in the run folder
     assert s["extra"]["shallow"]["config"] == by["dense"]["extra"]["base"]["config"]
+    assert s["extra"]["shallow"]["train_size"] == by["dense"]["extra"]["base"]["train_size"] == 240
     assert (out / "shallow-resnet11" / "checkpoint.pt").is_file()
     # a real, smaller network: its own parameters and MACs
     assert s["params"] < by["dense"]["params"] and s["macs_executed"] < by["dense"]["macs_executed"]
@@ -153,3 +154,10 @@ def test_a_trained_shallower_net_is_cached_and_reused(tmp_path):
     assert "reused" in info2["source"] and ck.stat().st_mtime_ns == stamp  # nothing trained again
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+    # the recipe a later run reads back from that checkpoint: its config and training-split size
+    from layerwise.experiments.lwac_run import checkpoint_recipe
+    cfg, n_train = checkpoint_recipe(ck)
+    assert n_train == 60 and TrainConfig.from_dict(cfg) == config
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    assert checkpoint_recipe(plain) is None  # a plain state_dict records no recipe

@@ -55,7 +55,7 @@ def test_quick_run_writes_the_variants_and_three_figures(tmp_path, capsys):
     out = tmp_path / "run"
     # --groups 4: conv1 (6 outputs) and fc (10 outputs) cannot be split in 4 groups
     code = main(["unit", "--model", "tiny-cnn", "--dataset", "digits", "--size", "16", "--quick",
-                 "--limit", "40", "--sweep", "20,60", "--groups", "4", "--out", str(out),
+                 "--val-limit", "40", "--test-limit", "40", "--sweep", "20,60", "--groups", "4", "--out", str(out),
                  "--threads", "1"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -86,7 +86,7 @@ def test_quick_run_writes_the_variants_and_three_figures(tmp_path, capsys):
     assert "features.conv1 (nn.Conv2d: 4 threshold groups do not divide 6 outputs)" in printed
     # one MAC count per run: conv1 6*25*12*12 + conv2 16*150*2*2 + fc 16*10 per input
     assert {x["macs"] for x in doc["variants"]} == {21_600 + 9_600 + 160}
-    n = 40                                         # --limit 40 test samples
+    n = 40                                         # --test-limit 40 test samples
     for name, x in v.items():
         e = x["extra"]
         # common basis: everything counted, minus zero-operand (and UnIT threshold) skips
@@ -162,7 +162,6 @@ def test_quick_run_writes_the_variants_and_three_figures(tmp_path, capsys):
     ({"division": "newton"}, "--division"),
     ({"mcu_profile": "avr"}, "--mcu-profile"),
     ({"groups": 0}, "--groups"),
-    ({"limit": 1}, "--limit"),
 ])
 def test_bad_config_is_one_clear_error(kw, match):
     with pytest.raises(LayerwiseError, match=match):

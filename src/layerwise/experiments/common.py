@@ -51,6 +51,7 @@ class RunSpec:
     checkpoint: Path | None = None
     train_limit: int | None = None     # a stratified subset of the training split (shorter runs)
     val_limit: int | None = None       # a stratified subset of the validation split (cheaper calibration)
+    test_limit: int | None = None      # a stratified subset of the test split (smoke runs; wider intervals)
     augment: bool = False              # random crop (and flip where the data allows) when training
     split: str | None = None           # a dataset's named evaluation protocol (e.g. widar's cross-room)
 
@@ -85,6 +86,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, model: bool = True, trai
                         "the test split is never cut)")
     p.add_argument("--val-limit", type=int, metavar="N",
                    help="calibrate and select on a fixed, stratified subset of N validation samples")
+    p.add_argument("--test-limit", type=int, metavar="N",
+                   help="evaluate on a fixed, stratified subset of N test samples (smoke runs: every test "
+                        "accuracy is then on N samples, and its interval says so)")
     p.add_argument("--split", metavar="PROTOCOL",
                    help="a dataset's named evaluation protocol instead of its default split, e.g. "
                         "cross-room for widar:DIR (train on room 1's train users, test on room 2's "
@@ -100,6 +104,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
                    device=args.device, seed=args.seed, threads=args.threads, out=args.out,
                    checkpoint=getattr(args, "checkpoint", None),
                    train_limit=getattr(args, "train_limit", None), val_limit=getattr(args, "val_limit", None),
+                   test_limit=getattr(args, "test_limit", None),
                    augment=bool(getattr(args, "augment", False)), split=getattr(args, "split", None))
 
 
@@ -185,12 +190,13 @@ def load_data_for_model(spec: RunSpec) -> DatasetSplits:
 
     Only when the user gave no ``--size``: e.g. ``tiny-cnn`` (UnIT Table 1, 28x28 MNIST network)
     on ``digits`` (8x8) runs on digits resized to 28x28, and the results record that shape.
-    ``--train-limit`` / ``--val-limit`` cut those splits to fixed stratified subsets; the test split
-    is never cut here.
+    ``--train-limit`` / ``--val-limit`` / ``--test-limit`` cut those splits to fixed stratified
+    subsets (the test split only when asked: smoke runs).
     """
     data = _load_for_model(spec)
     data = limit_split(data, "train", spec.train_limit)
-    return limit_split(data, "val", spec.val_limit)
+    data = limit_split(data, "val", spec.val_limit)
+    return limit_split(data, "test", spec.test_limit)
 
 
 def _load_for_model(spec: RunSpec) -> DatasetSplits:
@@ -336,3 +342,34 @@ def percentile_list(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as exc:
         raise LayerwiseError(f"--sweep {text!r}: give comma-separated percentiles, e.g. 10,20,40") from exc
+
+
+# ---------------------------------------------------------------------------------------------------
+# one flag name per concept: the old names, kept as deprecated aliases for one release
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag name kept for one release: it sets the new flag's destination(s), converted to
+    the new flag's unit where that changed, and logs a warning that names the new flag."""
+
+    def __init__(self, option_strings, dest, *, new: str, convert=None, also: tuple[str, ...] = (),
+                 note: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new, self.convert, self.also, self.note = new, convert, tuple(also), note
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        log.warning("%s is deprecated and will be removed in the next release: use %s%s", option_string,
+                    self.new, f" ({self.note})" if self.note else "")
+        value = self.convert(values) if self.convert is not None else values
+        for dest in (self.dest, *self.also):
+            setattr(namespace, dest, value)
+
+
+def deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, *, convert=None, also: tuple[str, ...] = (),
+                     note: str = "") -> None:
+    """Add ``old`` to ``p`` as a deprecated alias of its flag ``new`` (same destination, hidden from
+    ``--help``; the new flag's help names it). ``convert`` maps an old value to the new unit;
+    ``also`` lists further destinations the old flag set."""
+    target = p._option_string_actions[new]  # noqa: SLF001 - argparse keeps no public map
+    p.add_argument(old, dest=target.dest, type=target.type, nargs=target.nargs, metavar=target.metavar,
+                   action=DeprecatedAlias, new=new, convert=convert, also=also, note=note,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -42,8 +42,8 @@ from ..measure import artifact_size, compare_latency, count_macs, measure_energy
 from ..results import Results, Variant, env_info, write_results
 from ..train import evaluate, load_checkpoint, load_weights, predict, train, TrainConfig
 from ..viz.adalayer import architecture_ribbon, layer_fingerprint, params_before_after
-from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
-                     fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, deprecated_alias,
+                     example_input, fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +355,10 @@ def add_arguments(p) -> None:
                    help="A_l from the val loss increase (default) or the val accuracy drop at the probe")
     p.add_argument("--normalisation", choices=("log", "max"), default="log",
                    help="A_l = log1p(s/median)/log1p(max/median) (default) or s/max")
-    p.add_argument("--base-epochs", type=int, default=20, help="epochs to train the dense model (no --checkpoint)")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="epochs to train the dense base model, without --checkpoint (--base-epochs is its "
+                        "deprecated alias)")
+    deprecated_alias(p, "--base-epochs", "--epochs")
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--b-min", type=int, default=2, help="fewest bits of any layer (adalayer and hawq-ilp)")
     p.add_argument("--b-max", type=int, default=8)
@@ -372,7 +375,7 @@ def add_arguments(p) -> None:
     p.add_argument("--hessian-samples", type=int, default=8, help="Hutchinson vectors (hessian importance, hawq-ilp)")
     p.add_argument("--uniform-top", type=int, default=0, help="rival candidates to fine-tune (0: every candidate "
                                                               "within the same-size band; ranked after fine-tune)")
-    p.add_argument("--latency-n", type=int, default=200)
+    p.add_argument("--latency-n", type=int, default=200, metavar="N", help="timed batch-1 calls per variant")
     p.add_argument("--cache-dir", type=Path, help="sensitivity cache (default DIR/cache)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (2 base epochs, 1 "
                                                         "fine-tune epoch, few latency runs)")
@@ -386,10 +389,11 @@ def run_command(args, progress=None) -> CommandReport:
                          b_min=args.b_min, b_max=args.b_max, eta=args.eta, eta_share=args.eta_share,
                          finetune_epochs=args.finetune_epochs,
                          structured=args.structured, allocation=args.allocation, seed=args.seed)
-    opts = CompressOptions(budget=args.budget, base_epochs=args.base_epochs, uniform_top=args.uniform_top,
+    opts = CompressOptions(budget=args.budget, base_epochs=args.epochs, uniform_top=args.uniform_top,
                            latency_n=args.latency_n, cache_dir=args.cache_dir)
     if args.quick:
-        cfg.finetune_epochs, opts.base_epochs, opts.latency_n, opts.uniform_top = 1, 2, 20, 1
+        cfg.finetune_epochs, opts.base_epochs, opts.latency_n, opts.uniform_top = \
+            min(cfg.finetune_epochs, 1), min(opts.base_epochs, 2), min(opts.latency_n, 20), 1
         opts.quick = True
         opts.uniform_bits = (4, 8)
     out = run_compress(spec_from_args(args), cfg, opts, progress)

@@ -37,13 +37,13 @@ BASE = checkpoint_token("resnet20")
 # the token BASE becomes the checkpoint the "base" step wrote.
 STEPS: list[tuple[str, list[str]]] = [
     ("base", ["train", "--model", "resnet20", *DIGITS16, *ROBUST_RESIDUAL, "--epochs", "15"]),
-    ("profile", ["profile", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--n", "50"]),
+    ("profile", ["profile", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--latency-n", "50"]),
     ("unit", ["unit", "--model", "tiny-cnn", "--dataset", "digits", "--no-shift"]),
     ("compress", ["compress", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--budget", "0.15"]),
     ("lwac", ["lwac", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE]),
     ("ela", ["ela", "--model", "resnet20", *DIGITS16, "--epochs", "6"]),
 ]
-QUICK_FLAG = {"base": ["--epochs", "2"], "profile": ["--n", "5", "--warmup", "1", "--batched", "4"]}
+QUICK_FLAG = {"base": ["--epochs", "2"], "profile": ["--latency-n", "5", "--warmup", "1", "--batched", "4"]}
 NEEDS = {"profile": "base", "compress": "base", "lwac": "base"}
 
 

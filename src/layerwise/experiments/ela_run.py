@@ -487,13 +487,13 @@ def add_arguments(p) -> None:
                         "(the reference CIFAR recipe)")
     p.add_argument("--attention-drop-path", type=float, default=0.0, metavar="P",
                    help="drop-path on the attention branch of MRLA/ELA blocks (reference recipe: 0.2)")
-    p.add_argument("--quick", action="store_true", help="a few samples and 2 epochs: a smoke test")
+    p.add_argument("--quick", action="store_true", help="a few samples and at most 2 epochs: a smoke test")
     p.add_argument("--step-rounds", type=int, default=20, help="interleaved training steps per variant")
     p.add_argument("--step-batches", type=int, default=4, help="distinct batches the step rounds cycle through")
 
 
 def options_from_args(args) -> ElaOptions:
-    epochs = 2 if args.quick else args.epochs
+    epochs = min(args.epochs, 2) if args.quick else args.epochs   # --quick: at most 2
     windows = _windows(args.windows) if args.windows else (((1, 1),) if args.quick else None)
     ela = ElaConfig(windows=windows, gamma=args.gamma, alpha=args.alpha, beta=args.beta, mu=args.mu,
                     kl_threshold=args.kl_threshold, kl_norm=args.kl_norm)

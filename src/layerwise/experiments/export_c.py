@@ -249,7 +249,8 @@ def add_arguments(p) -> None:
     p.add_argument("--percentile", type=str, default="auto",
                    help="percentile of |x*w| for the UnIT thresholds, or 'auto' (default): the "
                         "largest sweep percentile whose validation accuracy is within --max-drop")
-    p.add_argument("--max-drop", type=float, default=0.5, help="validation drop in points for auto")
+    p.add_argument("--max-drop", type=float, default=0.5, metavar="PT",
+                   help="validation accuracy drop allowed to auto, in percentage points (0.5 = half a point)")
     p.add_argument("--sweep", type=percentile_list, default=DEFAULT_SWEEP, help="percentiles for auto")
     p.add_argument("--groups", type=int, default=1, help="threshold groups per layer")
     p.add_argument("--division", choices=DIVISIONS, default="exact",

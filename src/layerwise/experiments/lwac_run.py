@@ -30,6 +30,7 @@ from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
 from ..lwac.shallow import ShallowFamily, nearest_by_latency, pick_depths, shallow_family
 from ..lwac.contention import measure_under_contention
+from .common import limit_split
 from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
 from ..lwac.robust import branch_dropout, residual_model_kwargs
@@ -142,7 +143,7 @@ def prepare_base(spec: RunSpec, data, opts: LWACOptions, directory: Path, progre
         info = {"source": f"--checkpoint {spec.checkpoint}", "training": "unknown (given checkpoint)"}
         recipe = checkpoint_recipe(spec.checkpoint)
         if recipe is not None:
-            info["config"] = recipe
+            info["config"], info["train_size"] = recipe
         return model.to(spec.device).eval(), info
     base_dir = directory / "base"
     config = TrainConfig(epochs=opts.epochs, seed=spec.seed, device=spec.device, augment=spec.augment)
@@ -154,19 +155,24 @@ def prepare_base(spec: RunSpec, data, opts: LWACOptions, directory: Path, progre
     if n_branches:
         how = f"branch dropout p={opts.branch_drop} on {n_branches} branches (lwac.robust.branch_dropout)"
     info = {"source": f"trained here, cached in {base_dir / CHECKPOINT_NAME}" + (" (resumed/reused)" if resume else ""),
-            "training": how, "config": asdict(config), "final_val_acc": result.final_val_acc}
+            "training": how, "config": asdict(config), "train_size": len(data.train),
+            "final_val_acc": result.final_val_acc}
     return model.eval(), info
 
 
-def checkpoint_recipe(path) -> dict | None:
-    """The training config a layerwise checkpoint recorded (``config``), or None for a plain
-    state_dict or a checkpoint without one."""
+def checkpoint_recipe(path) -> tuple[dict, int | None] | None:
+    """The training config a layerwise checkpoint recorded (``config``) and the size of the
+    training split it was trained on (``run.train_size``; None if not recorded), or None for a
+    plain state_dict or a checkpoint without a config."""
     try:
         ck = load_checkpoint(path)
     except LayerwiseError:
         return None
     cfg = ck.get("config")
-    return dict(cfg) if isinstance(cfg, dict) and cfg else None
+    if not (isinstance(cfg, dict) and cfg):
+        return None
+    n = (ck.get("run") or {}).get("train_size")
+    return dict(cfg), (int(n) if isinstance(n, int) and n > 0 else None)
 
 
 # ---- the shallower-network baselines ------------------------------------------------------------
@@ -189,7 +195,8 @@ def shallow_recipe(spec: RunSpec, opts: LWACOptions, base_info: dict) -> tuple[T
 def prepare_shallow(spec: RunSpec, data, opts: LWACOptions, family: ShallowFamily, ns: list[int],
                     config: TrainConfig, directory: Path, progress=None) -> dict[str, tuple[torch.nn.Module, dict]]:
     """Train (or reuse from ``DIR/shallow-<name>/checkpoint.pt``) each shallower member with
-    ``ns[i]`` blocks per stage, built as the base was (same stochastic depth and zero-init)."""
+    ``ns[i]`` blocks per stage, built as the base was (same stochastic depth and zero-init), on
+    ``data.train`` (the caller cuts it to the base's training-split size)."""
     out = {}
     for n in ns:
         name = family.name(n)
@@ -205,7 +212,7 @@ def prepare_shallow(spec: RunSpec, data, opts: LWACOptions, family: ShallowFamil
             "blocks_per_stage": n, "depth_name": name, "base_blocks_per_stage": family.n,
             "source": f"trained here, cached in {where / CHECKPOINT_NAME}" + (" (resumed/reused)" if resume else ""),
             "training": f"stochastic depth (drop_path {opts.drop_path}, constant) + zero-init last BN, as the base",
-            "config": asdict(config), "final_val_acc": result.final_val_acc})
+            "config": asdict(config), "train_size": len(data.train), "final_val_acc": result.final_val_acc})
     return out
 
 
@@ -256,6 +263,10 @@ def shallow_baselines(spec: RunSpec, data, opts: LWACOptions, base: torch.nn.Mod
     targets = [calib["chosen"]["est_latency_ratio"]] + [m["lwac_est_latency_ratio"]
                                                         for m in static_info.get("matched", {}).values()]
     ns = cands if opts.shallow_blocks else pick_depths(ratios, targets, opts.shallow_max)
+    n_train = base_info.get("train_size")
+    if n_train and n_train < len(data.train):  # the base saw a --train-limit subset: the same one (fixed_split)
+        data = limit_split(data, "train", n_train)
+        how += f", on the base's {n_train} training samples"
     log.info("shallower baselines: %s (val latency ratios %s; LWAC targets %s)",
              [family.name(n) for n in ns], {family.name(n): round(r, 3) for n, r in ratios.items()},
              [round(t, 3) for t in targets])
@@ -792,7 +803,8 @@ def _summary(variants: list[Variant], acc, lat, n_test: int):
     for v in variants:
         if "shallow" in v.extra:
             s_, near = v.extra["shallow"], v.extra["nearest_lwac"]
-            checks.append(f"{v.name} ({s_['blocks_per_stage']} blocks per stage, {s_['config']['epochs']} epochs, "
+            nb = s_["blocks_per_stage"]
+            checks.append(f"{v.name} ({nb} block{'s' if nb != 1 else ''} per stage, {s_['config']['epochs']} epochs, "
                           f"{s_['recipe']}): {100 * v.accuracy:.2f} % at {v.latency_ms['median']:.3f} ms; nearest "
                           f"LWAC point {near['name']}: {100 * near['accuracy']:.2f} % at {near['latency_ms']:.3f} ms")
     for v in variants:

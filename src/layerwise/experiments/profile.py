@@ -11,8 +11,8 @@ from ..measure import per_layer_latency, profile_model
 from ..measure.activation import activation_memory
 from ..results import Results, Variant, env_info, write_results
 from ..train import evaluate
-from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
-                     fmt_count, fmt_shape, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
+from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, deprecated_alias,
+                     example_input, fmt_count, fmt_shape, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,15 @@ HELP = "per-layer table: params, MACs, shapes, latency; totals with memory and e
 def add_arguments(p) -> None:
     add_common_arguments(p)
     p.add_argument("--granularity", choices=("leaf", "block"), default="leaf")
-    p.add_argument("--n", type=int, default=100, help="timed runs per latency figure")
+    p.add_argument("--latency-n", type=int, default=100, metavar="N",
+                   help="timed runs per latency figure (--n is its deprecated alias)")
+    deprecated_alias(p, "--n", "--latency-n")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batched", type=int, default=32, help="batch size of the batched latency case")
 
 
 def run_command(args, progress=None) -> CommandReport:
-    out = run_profile(spec_from_args(args), granularity=args.granularity, n=args.n, warmup=args.warmup,
+    out = run_profile(spec_from_args(args), granularity=args.granularity, n=args.latency_n, warmup=args.warmup,
                       batched=args.batched)
     res, v = out.results, out.results.variants[0]
     rows = [[l.name, l.kind, fmt_count(l.params), fmt_count(l.macs), fmt_shape(l.input_shape),

@@ -243,9 +243,9 @@ def add_arguments(p) -> None:
     p.add_argument("--groups", type=int, default=1, help="UnIT: threshold groups per layer")
     p.add_argument("--policy", choices=("heuristic", "neural"), default="heuristic",
                    help="LWAC: the training-free rule or the per-input neural controller")
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="validation accuracy points each stage may cost against its input (UnIT's percentile, "
-                        "LWAC's lambda)")
+    p.add_argument("--max-drop", type=float, default=0.5, metavar="PT",
+                   help="validation accuracy drop each stage may cost against its input, in percentage points "
+                        "(UnIT's percentile, LWAC's lambda)")
     p.add_argument("--epochs", type=int, default=10, help="base model training epochs (no --checkpoint)")
     p.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth of a residual base model")
     p.add_argument("--latency-n", type=int, default=100, help="timed calls per variant (interleaved)")

@@ -34,7 +34,6 @@ compiled-kernel timing (thread CPU time, wall time beside it).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import time
@@ -66,7 +65,7 @@ from ..unit.select import PercentileChoice, choose_percentile, parse_percentile
 from ..unit.shift import default_shifts, shifted_dataset
 from ..unit.steps import calibrate_trees, measure_steps
 from ..viz import unit as viz
-from .common import (CommandReport, RunSpec, add_common_arguments, percentile_list, build_for_data, check_device,
+from .common import (CommandReport, RunSpec, add_common_arguments, deprecated_alias, percentile_list, build_for_data, check_device,
                      fmt_count, load_data_for_model, out_dir, seed_everything, set_threads,
                      spec_from_args, text_table)
 
@@ -101,7 +100,6 @@ class UnitRunConfig:
     max_drop: float = 0.5                # points; magnitude / FATReLU validation bound
     quick: bool = False
     shift: bool = True
-    limit: int | None = None             # cap val and test at the first N samples (smoke runs)
 
     def validate(self) -> None:
         if self.percentile is not None and not 0.0 < self.percentile < 100.0:
@@ -114,8 +112,6 @@ class UnitRunConfig:
             raise LayerwiseError(f"--mcu-profile {self.mcu_profile!r}: use one of {', '.join(PROFILES)}")
         if self.groups < 1:
             raise LayerwiseError(f"--groups {self.groups} must be >= 1")
-        if self.limit is not None and self.limit < 2:
-            raise LayerwiseError(f"--limit {self.limit}: keep at least 2 validation and test samples")
         if not 0.0 <= self.max_drop < 100.0:
             raise LayerwiseError(f"--max-drop {self.max_drop} must be points in [0, 100), e.g. 0.5")
 
@@ -326,11 +322,7 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
     check_device(spec.device)
     threads = set_threads(spec.threads)
     t_start = time.perf_counter()
-    data = load_data_for_model(spec)
-    if cfg.limit is not None:
-        from torch.utils.data import Subset
-        data = dataclasses.replace(data, val=Subset(data.val, range(min(cfg.limit, len(data.val)))),
-                                   test=Subset(data.test, range(min(cfg.limit, len(data.test)))))
+    data = load_data_for_model(spec)   # --val-limit / --test-limit: fixed stratified subsets
     if len(data.val) < 2:
         raise LayerwiseError(f"{data.name} has {len(data.val)} validation samples; UnIT calibration "
                              "needs at least 2: use a dataset with a larger validation split")
@@ -736,11 +728,12 @@ def add_arguments(p) -> None:
     p.add_argument("--epochs", type=int, default=None, help="base model epochs (default 10 images, 40 series)")
     p.add_argument("--batch-size", type=int, default=None, help="base model batch (default 32 images, 8 series)")
     p.add_argument("--mcu-profile", choices=tuple(PROFILES), default="msp430-swmul")
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="validation accuracy drop in points allowed to magnitude pruning, FATReLU "
-                        "and the auto percentile")
+    p.add_argument("--max-drop", type=float, default=0.5, metavar="PT",
+                   help="validation accuracy drop allowed to magnitude pruning, FATReLU and the auto "
+                        "percentile, in percentage points (0.5 = half a point)")
     p.add_argument("--no-shift", action="store_true", help="skip the domain-shift table")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N val and test samples (smoke runs)")
+    deprecated_alias(p, "--limit", "--test-limit", also=("val_limit",),
+                     note="--limit N was --val-limit N --test-limit N")
     p.add_argument("--quick", action="store_true", help="small sweep, few prune steps, 2 epochs: a smoke run")
 
 
@@ -749,6 +742,6 @@ def run_command(args, progress=None) -> CommandReport:
     cfg = UnitRunConfig(percentile=parse_percentile(args.percentile), groups=args.groups, division=args.division,
                         sweep=sweep_, epochs=args.epochs if args.epochs is not None else (2 if args.quick else None),
                         batch_size=args.batch_size, mcu_profile=args.mcu_profile, max_drop=args.max_drop,
-                        quick=args.quick, shift=not args.no_shift, limit=args.limit)
+                        quick=args.quick, shift=not args.no_shift)
     _, text, _ = run_unit(spec_from_args(args), cfg, progress)
     return CommandReport(text)
