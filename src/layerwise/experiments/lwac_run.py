@@ -42,7 +42,7 @@ from ..train import TrainConfig, load_weights, train
 from ..train.checkpoint import load_checkpoint
 from ..train.loop import CHECKPOINT_NAME
 from ..viz import lwac as figs
-from .common import (CommandReport, RunSpec, add_common_arguments, check_device, example_input, fmt_count,
+from .common import (CommandReport, RunSpec, add_common_arguments, check_device, deprecated_alias, example_input, fmt_count,
                      load_data_for_model, out_dir, seed_everything, set_threads, spec_from_args, text_table)
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class LWACOptions:
         if not 0.0 <= self.gate_target <= 1.0:
             raise LWACError(f"--gate-target is the fraction of inputs each gate runs on, in [0, 1], not {self.gate_target}")
         if not 0.0 <= self.tolerance < 1.0:
-            raise LWACError(f"--tolerance must be a fraction in [0, 1), not {self.tolerance}")
+            raise LWACError(f"--max-drop must be percentage points in [0, 100), not {100 * self.tolerance:g}")
         if self.shallow_blocks is not None and any(n < 1 for n in self.shallow_blocks):
             raise LWACError(f"--shallow-blocks takes blocks per stage >= 1, not {self.shallow_blocks}")
         if self.shallow is False and self.shallow_blocks:
@@ -103,8 +103,6 @@ class LWACOptions:
                 min(self.epochs, 2), min(self.n, 20), 3, 40, 20, 7
             self.gate_epochs = min(self.gate_epochs, 1)
         return self
-
-
 
 
 # What `lwac` does with a model none of whose units can be skipped (a plain CNN-LSTM: its conv
@@ -841,7 +839,7 @@ def add_arguments(p) -> None:
                    help="also evaluate lwac@MSms: PI control of lambda to an absolute MS milliseconds per input")
     p.add_argument("--policy", choices=("auto", "neural", "heuristic", "learned"), default="auto",
                    help="auto: the neural controller or the heuristic rule, whichever has the lower batch-1 "
-                        "latency on VALIDATION among those within --tolerance of dense validation accuracy; "
+                        "latency on VALIDATION among those within --max-drop of dense validation accuracy; "
                         "heuristic: training-free; learned: gates trained jointly with the network "
                         "(straight-through hard gates, eq. 5)")
     p.add_argument("--static-k", type=int, nargs="+", metavar="K",
@@ -854,9 +852,14 @@ def add_arguments(p) -> None:
     p.add_argument("--epochs", type=int, default=30, help="base training epochs (cached in OUT/base)")
     p.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth of the residual base model")
     p.add_argument("--branch-drop", type=float, default=0.3, help="branch dropout of a multi-branch base model")
-    p.add_argument("--tolerance", type=float, default=0.005,
-                   help="validation accuracy drop allowed when choosing lambda (fraction)")
-    p.add_argument("--n", type=int, default=300, help="timed calls per variant (interleaved)")
+    p.add_argument("--max-drop", type=float, default=0.5, metavar="PT",
+                   help="validation accuracy drop allowed when choosing lambda and the policy, in percentage "
+                        "points (0.5 = half a point; --tolerance, a fraction, is its deprecated alias)")
+    deprecated_alias(p, "--tolerance", "--max-drop", convert=lambda f: 100.0 * f,
+                     note="--tolerance 0.005 (a fraction) is --max-drop 0.5 (points)")
+    p.add_argument("--latency-n", type=int, default=300, metavar="N",
+                   help="timed calls per variant, interleaved (--n is its deprecated alias)")
+    deprecated_alias(p, "--n", "--latency-n")
     p.add_argument("--no-shallow", dest="shallow", action="store_false", default=None,
                    help="no shallower-network baselines (default: on for the zoo's CIFAR ResNets when the base's "
                         "training recipe is known; trained with it and cached in OUT/shallow-<name>)")
@@ -881,7 +884,8 @@ def _policy_line(pc: dict) -> str:
 
 def run_command(args, progress=None) -> CommandReport:
     opts = LWACOptions(budgets=list(args.latency_budget), budgets_ms=list(args.latency_budget_ms), epochs=args.epochs, drop_path=args.drop_path,
-                       branch_drop=args.branch_drop, policy=args.policy, tolerance=args.tolerance, n=args.n,
+                       branch_drop=args.branch_drop, policy=args.policy, tolerance=args.max_drop / 100.0,
+                       n=args.latency_n,
                        quick=args.quick, static_k=args.static_k, gate_epochs=args.gate_epochs,
                        gate_target=args.gate_target, gate_delta=args.gate_delta, shallow=args.shallow,
                        shallow_blocks=args.shallow_blocks, contention=args.contention, contention_n=args.contention_n)
