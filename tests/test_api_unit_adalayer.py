@@ -171,6 +171,8 @@ def test_unit_apply_fixed_percentile_without_targets(splits, trained):
     with pytest.raises(LayerwiseError, match="input_key"):
         calib, _, _ = _loaders("dict", splits)
         unit.apply(trained, calib, percentile=20)                  # dict batches need keys
+    with pytest.raises(LayerwiseError, match="one-shot iterator"):
+        unit.apply(trained, (b for b in DataLoader(x, batch_size=64)), percentile=20)
 
 
 # ---------------------------------------------------------------------------------- AdaLayerNet

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batches import BatchKeys, first_input, iter_batches, loader_accuracy, pair_loader
+from ..data.batches import BatchKeys, check_reiterable, first_input, iter_batches, loader_accuracy, pair_loader
 from ..errors import LayerwiseError
 from ..train.evaluation import logits_of
 from .config import AdaLayerConfig
@@ -164,6 +164,7 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
     if not isinstance(model, nn.Module):
         raise LayerwiseError(f"apply needs a torch.nn.Module, got {type(model).__name__}")
     keys = BatchKeys(input_key, target_key)
+    check_reiterable(calib_loader=calib_loader, val_loader=val_loader, train_loader=train_loader)
     if finetune_epochs < 0:
         raise LayerwiseError(f"finetune_epochs={finetune_epochs}: pass 0 or more")
     epochs = finetune_epochs if train_loader is not None else 0

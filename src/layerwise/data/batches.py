@@ -136,3 +136,12 @@ def loader_accuracy(model: nn.Module, loader: Iterable, keys: BatchKeys = BatchK
     finally:
         model.train(was_training)
     return (correct / n if labelled and n else None), n
+
+
+def check_reiterable(**loaders) -> None:
+    """DataError when a loader is a one-shot iterator (a generator): the methods read their loaders
+    several times (calibration, then validation passes), and a second pass would find it empty."""
+    for name, loader in loaders.items():
+        if isinstance(loader, Iterator):
+            raise DataError(f"{name} is a one-shot iterator ({type(loader).__name__}), read empty after one pass: "
+                            "pass a torch.utils.data.DataLoader (or any re-iterable of batches)")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..data.batches import BatchKeys, iter_batches, loader_accuracy
+from ..data.batches import BatchKeys, check_reiterable, iter_batches, loader_accuracy
 from ..errors import LayerwiseError
 from .calibrate import sweep
 from .convert import convert, per_layer_counts, reset_counts, set_enabled, total_counts, unit_layers
@@ -117,6 +117,7 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
     if not isinstance(model, nn.Module):
         raise LayerwiseError(f"apply needs a torch.nn.Module, got {type(model).__name__}")
     keys = BatchKeys(input_key, target_key)
+    check_reiterable(calib_loader=calib_loader, val_loader=val_loader)
     auto = isinstance(percentile, str)
     if auto and percentile.strip().lower() != "auto":
         raise LayerwiseError(f"percentile={percentile!r}: pass 'auto' or a number in (0, 100), e.g. 20")
