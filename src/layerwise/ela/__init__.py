@@ -7,7 +7,10 @@ between adjacent layers is computed with eq. (8)'s epsilon padding (:mod:`.kl`) 
 the window, and at the window's end Algorithm 1 (EBQM, :mod:`.ebqm`) picks the layers to skip;
 skips accumulate over windows (:mod:`.schedule`). :func:`train_ela` runs it inside
 ``layerwise.train.train``. The models are ``resnet{20,56,110}-ela`` (= MRLA-B) in
-``layerwise.models.mrla``.
+``layerwise.models.mrla``, or any ResNet-like model given its stages:
+``net, report = ela.apply(model, train_loader, stages=[list(model.layer1), ...])`` attaches MRLA
+layer attention (:func:`attach_layer_attention`) and trains it with the skipping, reading the
+user's DataLoaders.
 
 What a skipped layer does: its block runs as a plain bottleneck. Its attention operation is removed
 entirely (no Q, K or V is computed, no output, no BN), and nothing is appended to the stage's
@@ -45,6 +48,8 @@ Where the paper is ambiguous, and what we chose (also in docs/ela.md):
     Q and K (our inference, not from the paper). ELA itself is built on MRLA-B (the layer with the lists).
 """
 
+from .api import ELAReport, SkippedLayer, apply
+from .attach import attach_layer_attention, resolve_stages
 from .capture import AttentionCapture, AttentionLayer, active_stages, capture_distributions, find_attention_layers
 from .config import KL_NORMS, MAPPINGS, STRATEGIES, ElaConfig, paper_windows
 from .ebqm import Selection, ebqm, fixed_selection, position_selection, random_selection, select, threshold_selection
@@ -54,6 +59,7 @@ from .step_timing import StepTime, compare_train_steps
 from .training import ElaTrainResult, train_ela
 
 __all__ = [
+    "ELAReport", "SkippedLayer", "apply", "attach_layer_attention", "resolve_stages",
     "KL_NORMS", "MAPPINGS", "STRATEGIES", "AttentionCapture", "AttentionLayer", "ElaConfig", "ElaTrainResult", "Selection",
     "SkipEvent", "SkipSchedule", "StepTime", "active_stages", "adjacent_kl", "capture_distributions",
     "compare_train_steps", "ebqm",

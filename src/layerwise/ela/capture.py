@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerwiseError
-from ..models.mrla import MRLABottleneck, MRLAStage
+from ..models.mrla import LayerAttentionBlock, LayerAttentionMixin, MRLABottleneck, MRLAStage
 
 
 @dataclass
@@ -23,7 +23,7 @@ class AttentionLayer:
     name: str  # the block's name in model.named_modules()
     stage: int  # 0-based stage index
     position: int  # 0-based position in its stage
-    block: MRLABottleneck
+    block: LayerAttentionMixin  # a zoo MRLABottleneck or a user block's LayerAttentionBlock
 
 
 def find_attention_layers(model: nn.Module) -> list[AttentionLayer]:
@@ -36,9 +36,14 @@ def find_attention_layers(model: nn.Module) -> list[AttentionLayer]:
                 if isinstance(block, MRLABottleneck):
                     layers.append(AttentionLayer(f"{name}.{child}" if name else child, stage, pos, block))
             stage += 1
+    user = sorted(((n, m) for n, m in model.named_modules() if isinstance(m, LayerAttentionBlock)),
+                  key=lambda nm: (nm[1].stage_index, nm[1].stage_position))
+    for name, block in user:  # attached to a user's model by layerwise.ela.attach_layer_attention
+        layers.append(AttentionLayer(name, stage + block.stage_index, block.stage_position, block))
     if not layers:
         raise LayerwiseError(f"{type(model).__name__} has no MRLA attention layers for ELA to skip: use a layer "
-                             "attention model such as resnet56-ela, resnet56-mrla-b or resnet56-mrla-l")
+                             "attention model such as resnet56-ela, resnet56-mrla-b or resnet56-mrla-l, or attach "
+                             "them to your model with layerwise.ela.attach_layer_attention(model, stages, x)")
     return layers
 
 

@@ -19,6 +19,9 @@ from the CIFAR reference code (the MRLA ResNets of Dynamic Layer Attention, arXi
 Parameters per block: ``2k + 9C`` (Q, K, depthwise V) ``+ C`` (lambda, MRLA-L) ``+ 2C`` (BN):
 at 10 classes 230,286 / 621,046 / 1,207,186 (MRLA-B) and 231,182 / 623,734 / 1,212,562 (MRLA-L).
 
+Any other model: :class:`LayerAttentionBlock` puts the same attention layer after each block of
+the stages a user names (:func:`layerwise.ela.attach_layer_attention`).
+
 A block whose ``skip_attention`` is True runs as a plain bottleneck: no Q, K or V is computed,
 nothing is added to its output and nothing joins the stage's key/value lists, so the later layers
 of the stage attend over the keys and values of the NON-skipped layers only. The flag is stored in
@@ -142,19 +145,17 @@ class MRLALight(_Attention):
         return out.view(b, c, h, w) + self.lambda_.view(1, c, 1, 1) * identity  # eq. (4)
 
 
-class MRLABottleneck(Bottleneck):
-    """A bottleneck block followed by one MRLA attention layer (``variant`` "b" or "l")."""
+class LayerAttentionMixin:
+    """The attention branch of one layer: MRLA-B or MRLA-L, its BN (and ReLU), drop-path, and
+    ELA's skip flag (the ``attention_skip`` buffer). Used by :class:`MRLABottleneck` (the zoo) and
+    :class:`LayerAttentionBlock` (any user block, :func:`layerwise.ela.attach_layer_attention`)."""
 
-    block_kind = "bottleneck-mrla"
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, shortcut: str = "projection",
-                 act_layer: type[nn.Module] = nn.ReLU, variant: str = "b", values: str = "sum"):
-        super().__init__(in_ch, planes, stride, shortcut, act_layer)
+    def _init_attention(self, channels: int, variant: str, values: str) -> None:
         if variant not in VARIANTS:
             raise ModelConfigError(f"MRLA variant must be 'b' or 'l', not {variant!r}")
         self.variant = variant
-        self.attention = MRLABase(self.out_channels, values) if variant == "b" else MRLALight(self.out_channels)
-        self.attention_norm = nn.BatchNorm2d(self.out_channels)
+        self.attention = MRLABase(channels, values) if variant == "b" else MRLALight(channels)
+        self.attention_norm = nn.BatchNorm2d(channels)
         self.attention_act = nn.ReLU() if variant == "b" else nn.Identity()
         # stochastic depth on the attention branch (the reference recipe's drop-path, 0 = off)
         self.attention_drop = DropPath(0.0)
@@ -180,16 +181,76 @@ class MRLABottleneck(Bottleneck):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def forward(self, x: torch.Tensor, context: StageContext | None = None) -> torch.Tensor:
-        identity = x if self.shortcut is None else self.shortcut(x)
-        out = self.act(identity + self.drop_path(self.residual(x)))  # x_t = ReLU(res_t + o_{t-1})
+    def _attend(self, out: torch.Tensor, context: StageContext | None, identity: torch.Tensor | None) -> torch.Tensor:
+        """``out`` plus this layer's attention output (ELA eq. 1-2 for MRLA-B, eq. 3-4 for MRLA-L)."""
         if self.skip_attention:  # removed entirely: no Q, K, V, no output, nothing joins the stage
             return out
         if self.variant == "b":
             a = self.attention(out, context if context is not None else StageContext())
         else:
-            a = self.attention(out, identity)
+            a = self.attention(out, identity if identity is not None else torch.zeros_like(out))
         return out + self.attention_drop(self.attention_act(self.attention_norm(a)))
+
+
+class MRLABottleneck(LayerAttentionMixin, Bottleneck):
+    """A bottleneck block followed by one MRLA attention layer (``variant`` "b" or "l")."""
+
+    block_kind = "bottleneck-mrla"
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, shortcut: str = "projection",
+                 act_layer: type[nn.Module] = nn.ReLU, variant: str = "b", values: str = "sum"):
+        super().__init__(in_ch, planes, stride, shortcut, act_layer)
+        self._init_attention(self.out_channels, variant, values)
+
+    def forward(self, x: torch.Tensor, context: StageContext | None = None) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        out = self.act(identity + self.drop_path(self.residual(x)))  # x_t = ReLU(res_t + o_{t-1})
+        return self._attend(out, context, identity)
+
+
+class _SharedStage:
+    """The key/value lists of one stage of a user's model, shared by its LayerAttentionBlocks."""
+
+    def __init__(self) -> None:
+        self.context: StageContext | None = None
+
+
+class LayerAttentionBlock(LayerAttentionMixin, nn.Module):
+    """Any block of a user's model followed by one MRLA layer: ``out = block(x)``, then
+    ``out + ReLU(BN(MRLA-B(out)))`` (or ``out + BN(MRLA-L(out, x))``), placed as in the zoo's
+    :class:`MRLABottleneck`.
+
+    The model's own forward calls the block as before (``block(x)``), so the stage's key/value
+    lists cannot be passed along: the blocks of one stage share them through a plain object. The
+    first block of the stage starts fresh lists at every forward, the last one drops them, so
+    nothing is kept between forwards. MRLA-L's O^{l-1} is the block's input when it has the
+    output's shape, else that term is zero (a block that changes shape has no earlier output of
+    its size)."""
+
+    block_kind = "layer-attention"
+
+    def __init__(self, block: nn.Module, channels: int, stage: _SharedStage, stage_index: int, position: int,
+                 stage_length: int, variant: str = "b", values: str = "sum"):
+        super().__init__()
+        self.block = block
+        self._init_attention(channels, variant, values)
+        self.__dict__["_stage"] = stage  # shared with the other blocks of the stage, not a submodule
+        self.stage_index, self.stage_position, self.stage_length = stage_index, position, stage_length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        stage = self._stage
+        if self.stage_position == 0 or stage.context is None:
+            stage.context = StageContext()  # MRLA-B's lists reset at the first layer of a stage
+        context = stage.context
+        try:
+            return self._attend(out, context, x if x.shape == out.shape else None)
+        finally:
+            if self.stage_position == self.stage_length - 1:
+                stage.context = None
+
+    def extra_repr(self) -> str:
+        return f"stage={self.stage_index}, position={self.stage_position}, variant={self.variant!r}"
 
 
 class MRLAStage(nn.Sequential):
@@ -226,9 +287,12 @@ class MRLAResNet(CifarResNet):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def mrla_blocks(model: nn.Module) -> list[tuple[str, MRLABottleneck]]:
-    """``(name, block)`` of every MRLA block of ``model`` in forward order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, MRLABottleneck)]
+def mrla_blocks(model: nn.Module) -> list[tuple[str, LayerAttentionMixin]]:
+    """``(name, block)`` of every MRLA block of ``model`` (a zoo :class:`MRLABottleneck` or a user
+    block wrapped in a :class:`LayerAttentionBlock`) in forward order."""
+    zoo = [(name, m) for name, m in model.named_modules() if isinstance(m, MRLABottleneck)]
+    user = [(name, m) for name, m in model.named_modules() if isinstance(m, LayerAttentionBlock)]
+    return zoo + sorted(user, key=lambda nm: (nm[1].stage_index, nm[1].stage_position))
 
 
 def _build(name: str, n: int, variant: str, input_shape, num_classes: int, drop_path: float,

@@ -446,7 +446,10 @@ def run_identity(model: nn.Module, data: Any, config: Any) -> dict:
         digest.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
     return {"model": type(module).__qualname__, "architecture": digest.hexdigest()[:16],
             "dataset": dataset_identity(data.name), "input_shape": [int(s) for s in data.input_shape],
-            "num_classes": int(data.num_classes), "train_size": len(data.train), "seed": int(config.seed),
+            "num_classes": int(data.num_classes),
+            # a user's iterable loader cannot tell its size: 0 (unknown)
+            "train_size": (data.train_size or 0) if hasattr(data, "train_size") else len(data.train),
+            "seed": int(config.seed),
             "optimizer": str(config.optimizer)}
 
 

@@ -56,8 +56,12 @@ def check_width(logits: torch.Tensor, y: torch.Tensor) -> None:
                                  "(the same --dataset it was trained on)")
 
 
-def _as_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
-    return data if isinstance(data, DataLoader) else make_loader(data, batch_size=batch_size, shuffle=False)
+def _as_loader(data, batch_size: int):
+    """A map-style Dataset is batched here; a DataLoader or any iterable of ``(x, y)`` batches
+    (e.g. :func:`layerwise.data.batches.iter_batches` of a user's loader) is read as it is."""
+    if isinstance(data, DataLoader) or not isinstance(data, Dataset):
+        return data
+    return make_loader(data, batch_size=batch_size, shuffle=False)
 
 
 def _batches(model: nn.Module, data: Dataset | DataLoader, device: str | torch.device, batch_size: int):

@@ -55,6 +55,7 @@ from .checkpoint import (RUN_FIELDS, check_optimizer_state, check_scheduler_stat
                          load_checkpoint, optimizer_kind, run_identity, save_checkpoint, scheduler_kind)
 from .config import EpochRecord, TrainConfig, TrainResult
 from .evaluation import check_labels, evaluation_sums, logits_of
+from .loaders import LoaderSplits
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +191,12 @@ class _Trainer:
             raise CheckpointError(
                 f"{path} stopped in the middle of epoch {epoch + 1} with seed {old.get('seed')} and "
                 f"global batch {ck.get('global_batch')}: resume with the same --seed and --batch-size")
-        n_batches = len(epoch_batches(len(self.data.train), cfg.batch_size, cfg.seed, epoch, self.ctx.rank,
-                                      self.ctx.world_size))
-        if step > n_batches:
+        if isinstance(self.data, LoaderSplits):  # a user's loader: its length, when it has one
+            n_batches = self.data.train_batch_count()
+        else:
+            n_batches = len(epoch_batches(len(self.data.train), cfg.batch_size, cfg.seed, epoch, self.ctx.rank,
+                                          self.ctx.world_size))
+        if n_batches is not None and step > n_batches:
             raise invalid(path, "'step'", f"is {step}, but an epoch of {len(self.data.train)} samples has "
                           f"{n_batches} batches of {self._global_batch()}")
         # the optimizer: same kind and shapes, or (allowed) a fresh one
@@ -317,8 +321,15 @@ class _Trainer:
         flag = self.ctx.all_reduce_sum(torch.tensor([float(local)], dtype=torch.float64, device=self.device))
         return bool(flag.item() > 0)
 
-    def train_epoch(self) -> None:
+    def _epoch_loader(self):
+        """This epoch's remaining batches and their count (None: a loader that cannot tell)."""
         cfg, epoch = self.config, self.epoch
+        if isinstance(self.data, LoaderSplits):  # a user's loader, read as it comes
+            if self.ctx.enabled:
+                raise LayerwiseError("training from a user's DataLoader runs in one process: run it without "
+                                     "torchrun, or train on a DatasetSplits")
+            count = self.data.train_batch_count()
+            return self.data.train_batches(self.step), None if count is None else max(count - self.step, 0)
         batches = epoch_batches(len(self.data.train), cfg.batch_size, cfg.seed, epoch,
                                 self.ctx.rank, self.ctx.world_size)
         remaining = batches[self.step:]
@@ -326,9 +337,14 @@ class _Trainer:
         loader = DataLoader(self.data.train, batch_sampler=remaining, num_workers=0,
                             generator=torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch)),
                             pin_memory=self.device.type == "cuda")
+        return loader, len(remaining)
+
+    def train_epoch(self) -> None:
+        cfg, epoch = self.config, self.epoch
+        loader, total = self._epoch_loader()
         bar = loader
         if self.progress is not None and self.ctx.is_main:
-            bar = self.progress(loader, total=len(remaining), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+            bar = self.progress(loader, total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         lr = self.optimizer.param_groups[0]["lr"]
         self.module.train()
         tick = time.perf_counter()
@@ -414,6 +430,8 @@ class _Trainer:
         self.outputs_checked = True
 
     def _val_shard(self):
+        if isinstance(self.data, LoaderSplits):
+            return self.data.val_batches()
         val = self.data.val
         if not self.ctx.enabled:
             return val
@@ -472,6 +490,9 @@ def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, out_dir
           allow_foreign_checkpoint: bool = False) -> TrainResult:
     """Train ``model`` (in place, moved to ``config.device``) on ``data.train``; validate on ``data.val``.
 
+    ``data`` is a :class:`~layerwise.data.base.DatasetSplits` (read by index: exact resume) or a
+    :class:`~layerwise.train.loaders.LoaderSplits` of a user's DataLoaders (read as they come).
+
     - ``out_dir``: ``out_dir/checkpoint.pt`` is rewritten atomically after every finite epoch and on
       interrupt; ``resume=True`` continues from it (and fails with a LayerwiseError if it is absent).
       Every field of the checkpoint is checked first (CheckpointError naming the field otherwise),
@@ -500,7 +521,7 @@ def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, out_dir
         if not (out / CHECKPOINT_NAME).is_file():
             raise LayerwiseError(f"cannot resume: {out / CHECKPOINT_NAME} does not exist; --resume needs a previous "
                                  "run with the same --out (drop --resume to start afresh)")
-    if len(data.train) == 0 or len(data.val) == 0:
+    if not isinstance(data, LoaderSplits) and (len(data.train) == 0 or len(data.val) == 0):
         raise LayerwiseError(f"dataset {data.name} has an empty train or val split: check its files and split rule")
     ctx, device = distributed.setup(config.device)
     trainer = _Trainer(model, data, config, ctx, device, out, progress, loss_fn, extra_loss)
