@@ -65,7 +65,7 @@ def test_nearest_by_latency():
 
 DIGITS = ["lwac", "--model", "resnet20", "--dataset", "digits", "--size", "8", "--channels", "1", "--quick",
           "--threads", "1", "--policy", "heuristic", "--static-k", "1", "--train-limit", "240", "--val-limit", "120",
-          "--n", "10"]
+          "--latency-n", "10"]
 
 
 def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_path, capsys):
