@@ -16,6 +16,7 @@ paired comparisons on the same test images (LWAC against dense, each ``lwac~drop
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -406,13 +407,21 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
                 epochs=opts.gate_epochs, target=opts.gate_target, delta=opts.gate_delta, beta=opts.gate_beta,
                 freeze_base=False, seed=spec.seed))
             extra_lams = (gate_info["lam_train"],)
+        log.info("LWAC calibration, %s policy (%s mode), on %d validation samples: relevance (eq. 3)%s, a "
+                 "%d-point lambda sweep ...", pol, mode, len(data.val),
+                 ", bypass labels and controllers" if pol == "neural" else "", opts.grid)
+        tick = time.monotonic()
         calibs[pol] = calibrate(models[pol], data, opts, dense_est, device, extra_lams)
+        log.info("LWAC calibration, %s policy: lambda %.4g chosen in %.1f s", pol, calibs[pol]["lam"],
+                 time.monotonic() - tick)
+    log.info("LWAC: choosing the policy on validation (batch-1 latency, interleaved) ...")
     choice = select_policy(models, calibs, val_inputs, x1, opts, threads)
     chosen = choice.policy if opts.policy == "auto" or mode == "soft" else opts.policy
     lw, calib = models[chosen], calibs[chosen]
     others = {f"lwac-{pol}": models[pol] for pol in policies if pol != chosen}  # the other policy, reported beside
 
     # ---- static drop-k baselines and the LWAC point matched to each: VALIDATION only
+    log.info("LWAC: static drop-k baselines on validation ...")
     statics, matched, static_info = static_baselines(lw, calib, data, opts, val_inputs, x1, dense_est, device, threads)
     # ---- the shallower nets of the same family, trained with the base's recipe (train + VALIDATION)
     shallows, shallow_matched, shallow_info = shallow_baselines(spec, data, opts, base, base_info, calib, static_info,
