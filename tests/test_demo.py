@@ -26,3 +26,22 @@ def test_demo_trains_the_base_once_and_reuses_finished_steps(tmp_path, capsys):
     assert "== base: reused" in second and "== profile: reused" in second
     assert main([*argv, "--fresh"]) == 0
     assert "== profile: layerwise profile" in capsys.readouterr().out
+
+
+def test_the_demo_stacks_the_methods_on_the_shared_base(tmp_path):
+    """The stacked variant (`layerwise stack`: AdaLayerNet, then UnIT, then LWAC) is a step of the
+    demo, after the single methods, on the base model they share, with a command line the stack
+    parser accepts; its folder goes into the report like the others'."""
+    import argparse
+
+    from layerwise.cli import build_parser
+    from layerwise.experiments import demo
+
+    names = [s for s, _ in demo.STEPS]
+    assert names.index("stack") > max(names.index(m) for m in ("unit", "compress", "lwac"))
+    assert demo.NEEDS["stack"] == "base"
+    args = argparse.Namespace(out=tmp_path, seed=0, device="cpu", threads=1, quick=True)
+    argv = demo.step_argv("stack", dict(demo.STEPS)["stack"], args)
+    parsed = build_parser("stack").parse_args(argv)
+    assert parsed.command == "stack" and parsed.quick and parsed.model == "resnet20"
+    assert parsed.checkpoint == tmp_path / "base" / "checkpoint.pt" and parsed.out == tmp_path / "stack"

@@ -3,8 +3,10 @@
 Trains one ResNet-20 on the digits set (LWAC's bypass-robust recipe, at 16x16, so that it is an
 ordinary model for every method and bypassable for LWAC), then runs each method's command on
 digits (the profile of that model; UnIT on the UnIT paper's small CNN; AdaLayerNet and LWAC on the
-shared ResNet-20; ELA training its four variants) each into its own results directory under
-``--out``, and builds one HTML report over all of them. Every figure in it comes from those runs.
+shared ResNet-20; the three stacked on that ResNet-20 by ``layerwise stack``, AdaLayerNet then UnIT
+then LWAC, each stage and the stack measured alike; ELA training its four variants) each into its
+own results directory under ``--out``, and builds one HTML report over all of them. Every figure
+in it comes from those runs.
 
 A finished step leaves ``demo.json`` (its command line and time) beside its results; a second
 ``layerwise demo`` with the same settings reuses it instead of running it again (``--fresh`` runs
@@ -28,7 +30,7 @@ from .recipes import ROBUST_RESIDUAL, checkpoint_token, token_base
 log = logging.getLogger(__name__)
 
 NAME = "demo"
-HELP = "the main job on embedded data: every method on digits, then one HTML report"
+HELP = "the main job on embedded data: every method and the stacked variant on digits, then one HTML report"
 
 DIGITS16 = ["--dataset", "digits", "--size", "16"]
 BASE = checkpoint_token("resnet20")
@@ -41,10 +43,11 @@ STEPS: list[tuple[str, list[str]]] = [
     ("unit", ["unit", "--model", "tiny-cnn", "--dataset", "digits", "--no-shift"]),
     ("compress", ["compress", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--budget", "0.15"]),
     ("lwac", ["lwac", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE]),
+    ("stack", ["stack", "--model", "resnet20", *DIGITS16, "--checkpoint", BASE, "--budget", "0.15"]),
     ("ela", ["ela", "--model", "resnet20", *DIGITS16, "--epochs", "6"]),
 ]
 QUICK_FLAG = {"base": ["--epochs", "2"], "profile": ["--latency-n", "5", "--warmup", "1", "--batched", "4"]}
-NEEDS = {"profile": "base", "compress": "base", "lwac": "base"}
+NEEDS = {"profile": "base", "compress": "base", "lwac": "base", "stack": "base"}
 
 
 def add_arguments(p) -> None:
