@@ -3,7 +3,8 @@
 Compares, on one batch of CIFAR-shaped input, one SGD step of:
   resnet            the plain bottleneck ResNet
   mrla-b/stack      MRLA-B, values stacked at every layer + one einsum (the reference's torch.cat growth)
-  mrla-b/sum        MRLA-B, values kept in a list and summed without copying
+  mrla-b/sum        MRLA-B, each value stored once per stage, one batched product (the default)
+  mrla-b/loop       MRLA-B, values kept in a list and summed term by term
   mrla-l            MRLA-L
   ela/half-stack    MRLA-B (stack) with every second attention layer of each stage removed
   ela/half-sum      the same with the sum mode
@@ -45,6 +46,7 @@ def main() -> None:
         "resnet": build_model(m, shape, 10),
         "mrla-b/stack": build_model(f"{m}-mrla-b", shape, 10, values="stack"),
         "mrla-b/sum": build_model(f"{m}-mrla-b", shape, 10, values="sum"),
+        "mrla-b/loop": build_model(f"{m}-mrla-b", shape, 10, values="loop"),
         "mrla-l": build_model(f"{m}-mrla-l", shape, 10),
         "ela/half-stack": _half(build_model(f"{m}-ela", shape, 10, values="stack")),
         "ela/half-sum": _half(build_model(f"{m}-ela", shape, 10, values="sum")),

@@ -33,12 +33,14 @@ class StepTime:
     thread_cpu_ms: float = float("nan")  # median CPU time of the calling thread per step
     process_cpu_ms: float = float("nan")  # median CPU time of the process (all threads) per step
     batches: int = 1  # distinct batches the rounds cycle through
+    thread_cpu_iqr_ms: float = float("nan")  # IQR of the calling thread's CPU time per step
     source: str = "time.perf_counter per SGD step (forward + backward + update), interleaved round-robin"
 
     def to_json(self) -> dict:
         return {"median": self.median_ms, "iqr": self.iqr_ms, "n": self.n, "batch": self.batch,
                 "batches": self.batches, "threads": self.threads, "warmup": self.warmup,
-                "thread_cpu_median": self.thread_cpu_ms, "process_cpu_median": self.process_cpu_ms,
+                "thread_cpu_median": self.thread_cpu_ms, "thread_cpu_iqr": self.thread_cpu_iqr_ms,
+                "process_cpu_median": self.process_cpu_ms,
                 "source": self.source}
 
 
@@ -86,6 +88,7 @@ def compare_train_steps(models: Mapping[str, nn.Module], x: torch.Tensor | list,
     for k, v in samples.items():
         ms = np.asarray(v) * 1e3
         q25, q50, q75 = np.percentile(ms[:, 0], [25, 50, 75])
+        c25, c75 = np.percentile(ms[:, 1], [25, 75])
         out[k] = StepTime(float(q50), float(q75 - q25), len(v), int(batches[0][0].shape[0]), used, warmup,
-                          float(np.median(ms[:, 1])), float(np.median(ms[:, 2])), len(batches))
+                          float(np.median(ms[:, 1])), float(np.median(ms[:, 2])), len(batches), float(c75 - c25))
     return out

@@ -37,11 +37,11 @@ from ..errors import LayerwiseError
 from ..evidence import combine_seeds, with_statistics
 from ..measure import artifact_size, compare_latency, count_macs, count_params
 from ..models import build_model
-from ..models.mrla import MRLABase, mrla_blocks
+from ..models.mrla import VALUE_MODES, MRLABase, mrla_blocks
 from ..results import Results, Variant, env_info, write_results
 from ..train import TrainConfig, predict, train
 from .common import (CommandReport, RunSpec, add_common_arguments, check_device, example_input, fmt_count,
-                     load_data_for_model, out_dir, seed_everything, set_threads, spec_from_args, text_table)
+                     limit_split, load_data_for_model, out_dir, seed_everything, set_threads, spec_from_args, text_table)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ElaOptions:
     lr: float = 3e-3
     weight_decay: float = 0.0
     seeds: tuple[int, ...] = (0,)
-    values: str = "stack"
+    values: str = "sum"
     ela: ElaConfig = field(default_factory=ElaConfig)
     ablation: bool = False
     quick: bool = False
@@ -82,6 +82,7 @@ class ElaOptions:
     step_batches: int = 4  # distinct batches the step-time rounds cycle through
     latency_n: int = 30
     train_limit: int | None = None  # use only the first N training samples (a shorter run)
+    full_train: bool = False  # train on train + val, the whole training split (the papers' CIFAR setting)
     controls: bool = False
     gamma_sweep: tuple[float, ...] = ()
     schedule: str = "cosine"
@@ -150,6 +151,46 @@ def base_model(name: str) -> str:
 
 def model_name(base: str, variant: str) -> str:
     return base if variant == "resnet" else f"{base}-{'ela' if variant.startswith('ela') else variant}"
+
+
+def whole_train_split(data: DatasetSplits) -> DatasetSplits:
+    """``data`` trained on train + val: the dataset's whole training split (on CIFAR all 50,000
+    official training images, the setting of the ELA and MRLA papers; 60,000 on Fashion-MNIST).
+
+    ``val`` keeps the same images for the per-epoch monitoring and the attention-map figures, but
+    they are now training images, so nothing is held out: ``layerwise ela`` takes no decision on
+    them (no model selection or early stopping; ELA's KL comes from the training batches), and its
+    results say so. The test split is unchanged and, as always, never used for a decision.
+    Normalisation statistics stay those the dataset computed on its train part."""
+    from torch.utils.data import ConcatDataset
+
+    from ..data.images import ImageDataset
+
+    train, val = data.train, data.val
+    if isinstance(train, ImageDataset) and isinstance(val, ImageDataset) and train.raw is val.raw \
+            and train.transform is val.transform:  # one dataset over both index sets (batched reads)
+        merged = ImageDataset(train.raw, train.labels, torch.cat([train.indices, val.indices]).numpy(),
+                              train.transform)
+    else:
+        merged = ConcatDataset([train, val])
+    info = dict(data.info)
+    info["full_train"] = (f"trained on train + val ({len(train)} + {len(val)} = {len(merged)} samples, the "
+                          "whole training split); val is inside the training set (not held out)")
+    log.info("%s: %s", data.name, info["full_train"])
+    return dataclasses.replace(data, train=merged, info=info)
+
+
+def ela_data(spec: RunSpec, opts: ElaOptions) -> DatasetSplits:
+    """The splits ``layerwise ela`` trains on: the dataset's train split (``--train-limit``: a fixed
+    stratified subset of it) and its validation split, or with ``--full-train`` both as training
+    data (:func:`whole_train_split`; ``--val-limit`` then cuts only the monitored val images)."""
+    if not opts.full_train:
+        return load_data_for_model(spec)
+    if spec.train_limit is not None or opts.train_limit is not None:
+        raise LayerwiseError("--full-train trains on the whole training split (train + val): drop --train-limit, "
+                             "or drop --full-train to train on a subset")
+    data = whole_train_split(load_data_for_model(dataclasses.replace(spec, val_limit=None)))
+    return limit_split(data, "val", spec.val_limit)
 
 
 def _quick_data(data: DatasetSplits) -> DatasetSplits:
@@ -236,8 +277,8 @@ def _train_seed(spec: RunSpec, data: DatasetSplits, opts: ElaOptions, names: lis
 
 @contextlib.contextmanager
 def _counting(model: nn.Module, all_layers: bool):
-    """MACs as counted: MRLA-B's weighted sum as one einsum (the "sum" loop is elementwise and
-    invisible to FlopCounterMode); ``all_layers`` counts every attention layer as if none were skipped."""
+    """MACs as counted: MRLA-B's weighted sum as one einsum (whatever the model's values mode:
+    the "loop" mode's products are elementwise and invisible to FlopCounterMode); ``all_layers`` counts every attention layer as if none were skipped."""
     blocks = [b for _, b in mrla_blocks(model)]
     saved = [(b.skip_attention, getattr(b.attention, "values_mode", None)) for b in blocks]
     for b in blocks:
@@ -267,7 +308,7 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
     threads = set_threads(spec.threads)
     base = base_model(spec.model)
     spec = dataclasses.replace(spec, model=base)
-    data = load_data_for_model(spec)
+    data = ela_data(spec, opts)
     if opts.quick:
         data = _quick_data(data)
     if opts.train_limit is not None:
@@ -343,8 +384,9 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
                        "lr": opts.lr, "weight_decay": opts.weight_decay, "schedule": opts.schedule,
                        "step_milestones": list(step_milestones(opts.epochs)) if opts.schedule == "step" else [],
                        "augment": spec.augment, "attention_drop_path": opts.attention_drop_path,
-                       "quick": opts.quick, "train_samples": len(data.train), "val_samples": len(data.val),
-                       "test_samples": len(data.test)},
+                       "values": opts.values, "full_train": opts.full_train, "val_held_out": not opts.full_train,
+                       "quick": opts.quick, "train_samples": len(data.train),
+                       "val_samples": len(data.val), "test_samples": len(data.test)},
             "history_first_seed": first[n].history,
         }
         if n in steps:
@@ -464,8 +506,10 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=None, help="default 3e-3 for adam, 0.1 for sgd")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seeds", type=int, nargs="+", help="train every variant with each seed (default: --seed)")
-    p.add_argument("--values", choices=("stack", "sum"), default="stack",
-                   help="MRLA-B value aggregation: stack + einsum (reference-like) or an accumulated sum")
+    p.add_argument("--values", choices=VALUE_MODES, default="sum",
+                   help="MRLA-B's weighted sum of values (the same output): sum = each value stored once per "
+                        "stage, one batched product (fastest); stack = re-stacked at every layer + einsum (as "
+                        "the reference's torch.cat); loop = term by term")
     p.add_argument("--windows", help="KL windows as epoch ranges, e.g. 1-1,3-3 (default: the paper's, scaled)")
     p.add_argument("--gamma", type=float, default=0.5, help="EBQM quantile (the paper gives none)")
     p.add_argument("--alpha", type=float, default=5.0, help="Beta alpha (paper, CIFAR: 5)")
@@ -488,6 +532,10 @@ def add_arguments(p) -> None:
     p.add_argument("--attention-drop-path", type=float, default=0.0, metavar="P",
                    help="drop-path on the attention branch of MRLA/ELA blocks (reference recipe: 0.2)")
     p.add_argument("--quick", action="store_true", help="a few samples and at most 2 epochs: a smoke test")
+    p.add_argument("--full-train", action="store_true",
+                   help="train on the whole training split, train + the validation split (CIFAR: all 50,000 "
+                        "images, the papers' setting); the validation images are then training images, so val "
+                        "accuracy is not held out (no decision here uses it; the test split is never used)")
     p.add_argument("--step-rounds", type=int, default=20, help="interleaved training steps per variant")
     p.add_argument("--step-batches", type=int, default=4, help="distinct batches the step rounds cycle through")
 
@@ -510,7 +558,8 @@ def options_from_args(args) -> ElaOptions:
                       step_batches=1 if args.quick else args.step_batches, latency_n=2 if args.quick else 30,
                       train_limit=None,   # --train-limit: a stratified subset, in load_data_for_model
                       controls=args.controls, gamma_sweep=tuple(dict.fromkeys(args.gamma_sweep)),
-                      schedule=args.schedule, attention_drop_path=args.attention_drop_path)
+                      schedule=args.schedule, attention_drop_path=args.attention_drop_path,
+                      full_train=args.full_train)
 
 
 def report_text(out: ElaOutput) -> str:
@@ -536,7 +585,9 @@ def report_text(out: ElaOutput) -> str:
     lines = [
         f"{res.model} on {res.dataset}, seeds {seeds}, {res.env['threads']} threads; {rec['epochs']} epochs, "
         f"{rec['optimizer']} lr {rec['lr']:g}, batch {rec['batch_size']}, {rec['train_samples']} train / "
-        f"{rec['test_samples']} test samples",
+        f"{rec['test_samples']} test samples"
+        + (" (--full-train: train + val, the whole training split; val is not held out)"
+           if rec.get("full_train") else ""),
         text_table(rows, ["variant", "model", "test acc %", "95% CI", "params", "MACs exec", "epoch s (IQR)", "vs B",
                           "step ms (IQR)", "vs B", "skipped"]),
         "",

@@ -29,10 +29,13 @@ a boolean buffer ``attention_skip`` of the block, so it is part of the state dic
 model remembers which attention layers were removed. A state dict written before that buffer
 existed loads as "none skipped", with a logged note (:meth:`MRLABottleneck._load_from_state_dict`).
 
-Values: ``values="stack"`` stacks the stage's values at every layer (a fresh copy of t tensors at
-layer t, as the reference's ``torch.cat`` growth) and sums with one einsum; ``values="sum"`` keeps
-them in a list and accumulates ``a_s V_s`` without copying them. Both compute the same output
-(tested); ``bench/ela_values.py`` compares their speed.
+Values (MRLA-B's ``sum_s a_s V_s``), three ways to compute the same output (tested):
+``values="sum"`` (the default) writes each layer's V once into a per-stage buffer and takes the
+weighted sum as one batched matrix product, with a hand-written backward over the same buffer
+(:mod:`layerwise.models.mrla_values`); ``values="stack"`` stacks the stage's values at every layer
+(a fresh copy of t tensors at layer t, as the reference's ``torch.cat`` growth) and sums with one
+einsum; ``values="loop"`` keeps them in a list and accumulates ``a_s V_s`` term by term.
+``bench/ela_values.py`` compares their speed.
 """
 
 from __future__ import annotations
@@ -48,13 +51,14 @@ from torch import nn
 from .blocks import Bottleneck, finish_residual_model
 from .cifar_resnet import CifarResNet
 from .droppath import DropPath, check_drop_path
+from .mrla_values import ValueStore, weighted_values
 from .registry import ModelConfigError, register_model
 from .shapes import expect_image
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("b", "l")
-VALUE_MODES = ("sum", "stack")
+VALUE_MODES = ("sum", "stack", "loop")
 HEAD_WIDTH = 32  # g = C / 32 heads on CIFAR (the CIFAR reference code)
 
 
@@ -66,10 +70,14 @@ def eca_kernel_size(channels: int) -> int:
 
 @dataclass
 class StageContext:
-    """Keys [b, g, d] and values [b, C, H, W] of the attention layers of one stage that ran so far."""
+    """Keys [b, g, d] and values of the attention layers of one stage that ran so far: the values
+    in ``store`` (mode "sum", created at the first layer with room for ``capacity`` layers, grown
+    when needed) or in the list ``values`` [b, C, H, W] (modes "stack" and "loop")."""
 
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
+    capacity: int = 4
+    store: ValueStore | None = None
 
 
 class _Attention(nn.Module):
@@ -114,10 +122,16 @@ class MRLABase(_Attention):
         b, c, h, w = x.shape
         g, d = self.heads, self.head_dim
         q, k, v = self.qkv(x)
+        if context.values if self.values_mode == "sum" else context.store is not None:
+            raise ModelConfigError("the MRLA-B layers of one stage must share one values mode (sum, stack or loop)")
         context.keys.append(k)
-        context.values.append(v)
         keys = torch.stack(context.keys, dim=2)  # K^l = Concat[F_k^1(x^1), ..., F_k^l(x^l)], eq. (1): [b, g, t, d]
         attn = self.softmax(torch.einsum("bgd,bgtd->bgt", q, keys) * self.scale)  # softmax(Q K^T / sqrt(d))
+        if self.values_mode == "sum":  # V^l stored once per stage; O^l = sum_i a_i F_v^i(x^i), eq. (2)
+            if context.store is None:
+                context.store = ValueStore(context.capacity)
+            return weighted_values(attn, v, context.store)
+        context.values.append(v)
         if self.values_mode == "stack":
             vals = torch.stack(context.values, dim=1).view(b, -1, g, d, h, w)  # V^l = Concat[...], eq. (1)
             out = torch.einsum("bgt,btgdhw->bgdhw", attn, vals)  # O^l = sum_i a_i F_v^i(x^i), eq. (2)
@@ -257,7 +271,7 @@ class MRLAStage(nn.Sequential):
     """A stage of MRLA blocks: one fresh key/value context per forward (MRLA-B's lists reset here)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        context = StageContext()
+        context = StageContext(capacity=len(self))
         for block in self:
             x = block(x, context)
         return x
