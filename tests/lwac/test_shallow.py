@@ -68,6 +68,7 @@ DIGITS = ["lwac", "--model", "resnet20", "--dataset", "digits", "--size", "8", "
           "--latency-n", "10"]
 
 
+@pytest.mark.slow  # one whole quick lwac run (two trainings, calibration, timing): ~15 s of CPU
 def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_path, capsys):
     out = tmp_path / "lwac"  # the same run also measures --contention (one command, to keep the suite short)
     assert main([*DIGITS, "--latency-budget-ms", "1.5", "--contention", "1", "--contention-n", "10",
