@@ -199,3 +199,53 @@ def test_footprint_counts_weights_tables_and_buffers(digits, trained):
     assert fp.rom_tables == 2 * n_conv_w + 4 * 2          # conv T/|w| tables, one T per Linear
     assert fp.ram_activations == 2 * 2 * 6 * 8 * 8        # two buffers of the largest: 6x8x8
     assert fp.input_bytes == 2 * 64
+
+
+def test_unit_skip_test_at_the_int16_edges(tmp_path):
+    # the C tests |z| <= t as (uint16_t)(z + t) <= 2t and skips a whole conv tap / Linear row
+    # when t >= 0x8000; check it where the two forms could part (z = -32768, 32767, +-t,
+    # +-(t + 1), t == 0x8000, t > 0x8000, a zero weight) against eq. 2-3 by explicit loops
+    _cc_or_skip()
+    rng = np.random.default_rng(0)
+    conv_net = nn.Sequential(nn.Conv2d(1, 1, (1, 4)), nn.Flatten()).eval()
+    qc = quantize_model(conv_net, torch.randn(4, 1, 3, 9))
+    conv = qc.layers[0]
+    ws = [3, -2, 0, 9]
+    conv.weight = np.array(ws, np.int16).reshape(1, 1, 1, 4)
+    conv.threshold = np.array([65536])              # t = 21845, 0x8000, 0xFFFF (w = 0), 7281
+    conv.bias = np.zeros(1, np.int64)
+    conv.f_out = qc.layers[1].f_in = qc.layers[1].f_out = conv.f_in + conv.f_w - 4
+    edges = [-32768, 32767, 21845, 21846, -21845, -21846, 7281, -7282, 0, 1, -1, 2]
+    xc = np.stack([rng.permutation(edges * 3)[:27].reshape(1, 3, 9) for _ in range(6)]).astype(np.int16)
+
+    lin_net = nn.Linear(6, 2).eval()
+    ql = quantize_model(lin_net, torch.randn(4, 6))
+    lin = ql.layers[0]
+    lw = np.array([[300, -300, 5, -5, 1, 0], [-1, 2, -3, 4, 200, -32768]], np.int16)
+    lin.weight, lin.bias = lw, np.zeros(2, np.int64)
+    lin.threshold = np.array([2 ** 20, 2 ** 20])   # t = 2**20 // |x|: 0x8000 at |x| = 32
+    lin.f_out = lin.f_in + lin.f_w - 10
+    xl = np.stack([rng.permutation([-32768, 32767, 32, -32, 33, 2, -3495, 3496, 0, 1])[:6]
+                   for _ in range(8)]).astype(np.int16)
+
+    kept = {}
+    for name, qnet, xq in (("conv", qc, xc), ("lin", ql, xl)):
+        c_file, h_file = _write(tmp_path, qnet, name)
+        exe = host.build_host(c_file, h_file, tmp_path / name, mode="unit", division=0)
+        y_p, works = run_fixed(qnet, xq, "unit", "exact")
+        np.testing.assert_array_equal(host.run_host(exe, xq, qnet.num_classes), y_p)
+        kept[name] = sum(w.executed for w in works.values())
+    n = 0                                            # eq. 3: keep iff w != 0 and |x| > T_w // |w|
+    for b in range(len(xc)):
+        for r in range(3):
+            for p in range(6):
+                for k, w in enumerate(ws):
+                    n += w != 0 and abs(int(xc[b, 0, r, p + k])) > 65536 // abs(w)
+    assert kept["conv"] == n
+    n = 0                                            # eq. 2: keep iff x != 0 and |w| > T_w // |x|
+    for b in range(len(xl)):
+        for i in range(6):
+            for j in range(2):
+                x = abs(int(xl[b, i]))
+                n += x != 0 and abs(int(lw[j, i])) > 2 ** 20 // x
+    assert kept["lin"] == n

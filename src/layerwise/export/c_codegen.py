@@ -382,7 +382,7 @@ def emit(qnet: QNet, name: str = "lw_net") -> tuple[str, str]:
            "#ifdef LW_MARK_FN", "void LW_MARK_FN(uint16_t k);",
            "#define LW_LAYER_DONE(k) LW_MARK_FN(k)", "#endif",
            "#ifndef LW_LAYER_DONE", "#define LW_LAYER_DONE(k) ((void)0)", "#endif", "",
-           f"static int16_t buf0[{act}], buf1[{act}];",
+           "@BUFFERS@",
            f"static uint32_t acc[{accn}];", ""]
     src += ["#if LW_MODE == 2 && LW_DIV == 3",
             _arr("uint32_t", "lw_pow2", [1 << i for i in range(32)], 8).replace("[32] = {", "[32] = {"),
@@ -419,6 +419,9 @@ def emit(qnet: QNet, name: str = "lw_net") -> tuple[str, str]:
         else:
             calls.append(f"    /* layer {k}: {q.name}: flatten (channel-major, nothing to do) */"
                          f" LW_LAYER_DONE({k});")
+    used = [b for b in bufs if any(f", {b})" in c or f"({b})" in c for c in calls)] or ["buf0"]
+    src[src.index("@BUFFERS@")] = ("static int16_t " + ", ".join(f"{b}[{act}]" for b in used) + ";"
+                                   "   /* ping-pong activations */")
     src += [f"void {name}_infer(const int16_t *in, int16_t *out)", "{", *calls,
             f"    for (uint16_t i = 0; i < {n_out}; i++) out[i] = {cur}[i];", "}", "",
             f"uint16_t {name}_argmax(const int16_t *logits)", "{", "    uint16_t best = 0;",

@@ -7,8 +7,10 @@ divided by its network's measured total (so every run weighs the same and, withi
 weighs by its share of the cycles: the fit serves whole-network predictions), and the
 whole-network prediction error of every variant is reported with them.
 
-Rerun: ``python bench/mcu_fit.py RUN/results.json [...]`` (files written by
-``layerwise export-c``): prints the fitted costs and every variant's error.
+Rerun: ``python bench/mcu_fit.py RUN/results.json [...] [--out FIT.json]`` (files written by
+``layerwise export-c``): prints the fitted costs and every variant's error in the fit and, with
+records of several models, with each model held out of the fit (:func:`leave_one_model_out`: the
+costs fitted on the other models predict it), the honest check of a model with this many costs.
 """
 
 from __future__ import annotations
@@ -125,16 +127,55 @@ def read_records(paths: list[str]) -> list[dict]:
     return recs
 
 
+def fit_all(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Each multiplier's costs fitted to ``records`` (rounded to 1/8 cycle)."""
+    return {m: eighths(fit(records, m)) for m in sorted({r["multiplier"] for r in records})}
+
+
+def leave_one_model_out(records: list[dict]) -> list[dict]:
+    """The held-out check: for every model, the costs fitted on the OTHER models' records predict
+    its records (whole-network error per variant, as :func:`errors`, with ``held_out`` set)."""
+    models = sorted({r.get("model", "") for r in records})
+    if len(models) < 2:
+        raise LayerwiseError("a leave-one-model-out check needs records of at least two models; "
+                             "pass the results.json of several export-c runs")
+    out = []
+    for m in models:
+        train = [r for r in records if r.get("model", "") != m]
+        test = [r for r in records if r.get("model", "") == m]
+        costs = fit_all(train)
+        test = [r for r in test if r["multiplier"] in costs]
+        out += [dict(e, held_out=m) for e in errors(test, costs)]
+    return out
+
+
+def _worst(errs: list[dict]) -> str:
+    worst = defaultdict(float)
+    for e in errs:
+        worst[e["multiplier"]] = max(worst[e["multiplier"]], abs(e["error"]))
+    return ", ".join(f"{m} {100 * v:.1f} %" for m, v in sorted(worst.items()))
+
+
 def fit_summary(paths: list[str]) -> tuple[dict, list[str]]:
     """Fit each multiplier's costs to the cycle records in ``paths`` (export-c results.json files or
-    record lists); returns the costs and one text line per fit, per record and for the worst error."""
+    record lists); returns a summary (costs, in-sample errors, leave-one-model-out errors when
+    there are several models) and its text lines."""
     recs = read_records(paths)
-    costs = {m: eighths(fit(recs, m)) for m in sorted({r["multiplier"] for r in recs})}
-    lines = [m + ": " + ", ".join(f"{k} {v:.2f}" for k, v in c.items() if v) for m, c in costs.items()]
-    worst = defaultdict(float)
-    for e in errors(recs, costs):
-        worst[e["multiplier"]] = max(worst[e["multiplier"]], abs(e["error"]))
-        lines.append(f"  {e['model']} {e['multiplier']} {e['variant']}: measured {e['measured']}, "
-                     f"predicted {e['predicted']:.0f} ({100 * e['error']:+.1f} %)")
-    lines.append("largest |error|: " + ", ".join(f"{m} {100 * v:.1f} %" for m, v in worst.items()))
-    return costs, lines
+    costs = fit_all(recs)
+    fitted = errors(recs, costs)
+    held = leave_one_model_out(recs) if len({r.get("model", "") for r in recs}) > 1 else []
+    lines = [m + ": " + ", ".join(f"{k} {v:.3f}" for k, v in c.items() if v) for m, c in costs.items()]
+    by_key = {(e["model"], e["multiplier"], e["variant"]): e for e in held}
+    lines.append("model multiplier variant: measured cycles, predicted (error) in the fit"
+                 + ("; predicted (error) with the model held out of the fit" if held else ""))
+    for e in fitted:
+        h = by_key.get((e["model"], e["multiplier"], e["variant"]))
+        lines.append(f"  {e['model']} {e['multiplier']} {e['variant']}: {e['measured']}, "
+                     f"{e['predicted']:.0f} ({100 * e['error']:+.1f} %)"
+                     + (f"; held out {h['predicted']:.0f} ({100 * h['error']:+.1f} %)" if h else ""))
+    lines.append("largest |error| in the fit: " + _worst(fitted))
+    if held:
+        lines.append("largest |error| held out (leave one model out): " + _worst(held))
+    summary = {"costs": costs, "fitted": fitted, "held_out": held,
+               "sources": [str(p) for p in paths], "records": len(recs)}
+    return summary, lines
