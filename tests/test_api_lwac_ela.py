@@ -297,3 +297,22 @@ def test_ela_apply_names_bad_stages():
         ela.apply(model, loader, stages=[["layer9.0"]], epochs=1)
     with pytest.raises(LayerwiseError, match="start a new stage where the shape changes"):
         ela.apply(model, loader, stages=[list(model.layer1) + list(model.layer2)], epochs=1)
+
+
+# ---- docs ---------------------------------------------------------------------------------------
+
+def test_docs_api_lwac_and_ela_examples_run(capsys):
+    """The python blocks of docs/api.md's shared setup, LWAC and ELA sections run as written."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    code = []
+    for part in re.split(r"^## ", text, flags=re.M)[1:]:
+        if part.splitlines()[0].strip() in ("A model of your own", "LWAC", "ELA"):
+            code += re.findall(r"```python\n(.*?)```", part, flags=re.S)
+    assert len(code) >= 3
+    exec(compile("\n".join(code), "docs/api.md", "exec"), {"__name__": "docs_api"})
+    out = capsys.readouterr().out
+    assert "not bypassable: {'features.2': 'no residual add found when traced (use_res_connect is False" in out
+    assert "features.3 ran 0 times for 8 inputs with its gate off" in out
+    assert "attention layers: ('layer1.0'" in out and "val accuracy" in out

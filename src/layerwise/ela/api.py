@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.batches import BatchKeys, first_input, iter_batches
+from ..data.batches import BatchKeys, check_reiterable, first_input, iter_batches
 from ..errors import LayerwiseError
 from ..train import TrainConfig
 from ..train.evaluation import logits_of
@@ -111,6 +111,7 @@ def apply(model: nn.Module, train_loader: Iterable, *, stages, val_loader: Itera
     default, the width of the model's output. Returns ``(model_with_attention, report)``; the
     model is a trained copy unless ``inplace``.
     """
+    check_reiterable(train_loader=train_loader, val_loader=val_loader)
     keys = BatchKeys(input_key, target_key)
     cfg = train_config if train_config is not None else TrainConfig(epochs=epochs, device=device)
     device = cfg.device

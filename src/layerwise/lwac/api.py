@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-from ..data.batches import BatchKeys, first_input, iter_batches
+from ..data.batches import BatchKeys, check_reiterable, first_input, iter_batches
 from ..measure import compare_latency
 from .calibrate import LambdaCalibration, _Cycle, calibrate_lambda, dense_reference_ms
 from .config import LWACConfig, LWACError
@@ -125,6 +125,7 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
                         "trains with the network: use lwac.train_learned_gates)")
     if not isinstance(latency_inputs, int) or latency_inputs < 1:
         raise LWACError(f"latency_inputs must be a positive number of inputs, not {latency_inputs!r}")
+    check_reiterable(calib_loader=calib_loader, val_loader=val_loader)
     keys = BatchKeys(input_key, target_key)
     device = torch.device(device)
     base_config = replace(config or LWACConfig(), mode=mode)
