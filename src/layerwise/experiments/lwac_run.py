@@ -25,7 +25,7 @@ import torch
 
 from ..errors import LayerwiseError
 from ..evidence import with_statistics
-from ..lwac import LWACConfig, LWACModel, attach, calibrate_lambda, check_budget
+from ..lwac import LWACConfig, LWACModel, attach, calibrate_lambda, check_budget, dense_reference_ms
 from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
@@ -389,8 +389,8 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
 
     # ---- attach + calibrate + choose the policy: VALIDATION only (the test split is not read yet)
     policies = ["neural", "heuristic"] if opts.policy in ("auto", "neural") else [opts.policy]
-    dense_est = compare_latency({"dense": (_Cycle(base, val_inputs), x1)}, n=max(20, opts.n // 5),
-                                warmup=opts.warmup, threads=threads)["dense"].median_ms
+    # the dense batch-1 latency reference, as lwac.apply measures it
+    dense_est = dense_reference_ms(base, val_inputs, n=max(20, opts.n // 5), warmup=opts.warmup, threads=threads)
     models: dict[str, LWACModel] = {}
     calibs: dict[str, dict] = {}
     gate_info = None
