@@ -291,3 +291,12 @@ def test_docs_api_unit_and_adalayer_examples_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "% skipped" in out and "packed" in out and (tmp_path / "mynet.lwpk").is_file()
     assert (tmp_path / "mynet-int8.onnx").is_file()
+
+
+def test_adalayer_sensitivity_cache_is_keyed_by_the_data(splits, trained, tmp_path):
+    calib, val, _ = _loaders("tuple", splits)
+    _, first = ada.apply(trained, calib, budget=0.12, cache_dir=tmp_path)
+    _, again = ada.apply(trained, calib, budget=0.12, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("sensitivity-*.json"))) == 1 and again.layers == first.layers
+    ada.apply(trained, val, budget=0.12, cache_dir=tmp_path)       # other data: measured again, not served
+    assert len(list(tmp_path.glob("sensitivity-*.json"))) == 2

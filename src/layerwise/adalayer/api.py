@@ -116,6 +116,18 @@ class _LoaderSplits:
     name: str = "user DataLoader"
 
 
+def _data_fingerprint(loader: Iterable, keys: BatchKeys) -> str:
+    """SHA-256 (first 16 hex digits) of every input and target of ``loader``, streamed: the sensitivity
+    cache key's data part, so a cache never serves the sensitivities measured on other data."""
+    import hashlib
+    h = hashlib.sha256()
+    for x, y in iter_batches(loader, keys):
+        h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        if y is not None:
+            h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _finetune_fn(loader: Iterable, keys: BatchKeys, epochs: int, lr: float, device: torch.device):
     """A streamed fine-tune over ``loader``: Adam, cosine learning rate per epoch, cross-entropy
     plus eq. (5)'s term (``extra_loss``), in train mode (BatchNorm statistics follow the masks)."""
@@ -156,7 +168,8 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
     eq. (5) fine-tune for ``finetune_epochs`` epochs at ``finetune_lr``; without it the compressed
     weights are the eq. (4) rounding of the given ones. ``config`` sets every other AdaLayerNet knob
     (:class:`~layerwise.adalayer.AdaLayerConfig`; its fine-tune fields are replaced by these
-    arguments). ``packed_path`` writes the ``.lwpk`` file; ``onnx_path`` the int8 ONNX export
+    arguments). ``cache_dir`` caches the sensitivities, keyed by the model's weights and a hash of the
+    calibration data (one extra pass over it). ``packed_path`` writes the ``.lwpk`` file; ``onnx_path`` the int8 ONNX export
     (``onnx_activations``: ``"int8"`` or ``"float"``, see :func:`~layerwise.adalayer.export_onnx_int8`).
     Raises :class:`~layerwise.adalayer.BudgetError` with the smallest feasible budget when it
     cannot be met, :class:`~layerwise.errors.LayerwiseError` on other bad input.
@@ -182,6 +195,8 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
                              "need (batch, num_classes) logits")
     arch = Architecture.of_module(model, tuple(example.shape[1:]), int(out.shape[1]))
     data = _LoaderSplits(val=pair_loader(calib_loader, keys, need_targets=True))
+    if cache_dir is not None:
+        data.label = f"user DataLoader {_data_fingerprint(calib_loader, keys)}"
     finetune = _finetune_fn(train_loader, keys, epochs, finetune_lr, device) if epochs > 0 else None
     res = compress_model(module, data, arch, budget=budget, example_input=example, config=cfg, device=str(device),
                          cache_dir=Path(cache_dir) if cache_dir is not None else None, finetune=finetune)

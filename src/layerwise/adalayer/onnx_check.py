@@ -231,7 +231,7 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
         w = torch.from_numpy(numpy_helper.to_array(init).copy())
         qw = quantized.get(lname)
         if qw is not None:
-            want = qw.dequantize()
+            want = qw.dequantize().cpu()
             if tuple(want.shape) != tuple(w.shape) or not torch.equal(want, w):
                 raise LayerwiseError(f"layer {lname!r} of the module does not hold the weights of its AdaLayerNet "
                                      "codes: export the module apply() returned (or the packed file's), with its "
@@ -247,8 +247,8 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
                 continue
         else:
             qw = quantize_weight(w, torch.ones_like(w, dtype=torch.bool), 8)
-        codes = qw.codes.numpy().astype(np.int64)
-        scale = qw.scale.to(torch.float32).numpy().astype(np.float64)
+        codes = qw.codes.cpu().numpy().astype(np.int64)
+        scale = qw.scale.cpu().to(torch.float32).numpy().astype(np.float64)
         if wname in bn_scale:
             k = bn_scale[wname]
             codes = codes * np.sign(np.where(k == 0, 1.0, k)).reshape(-1, *([1] * (codes.ndim - 1))).astype(np.int64)

@@ -159,7 +159,7 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
     for name, t in point.thresholds.items():
         layers[name].set_threshold(torch.tensor(t, dtype=torch.float32))
     set_enabled(module, True)
-    # the counters of the chosen point's validation pass (sweep scored it with these thresholds)
+    # one more validation pass at the chosen thresholds: its counters are the report's MACs
     reset_counts(module)
     after, samples = loader_accuracy(module, val, keys, max_batches=max_batches)
     tot = total_counts(module)
