@@ -316,3 +316,29 @@ def test_docs_api_lwac_and_ela_examples_run(capsys):
     assert "not bypassable: {'features.2': 'no residual add found when traced (use_res_connect is False" in out
     assert "features.3 ran 0 times for 8 inputs with its gate off" in out
     assert "attention layers: ('layer1.0'" in out and "val accuracy" in out
+
+
+def test_lwac_finds_residual_blocks_whose_class_name_it_does_not_know():
+    """``out = self.conv(x) + x`` in a class named nothing layerwise knows: found by tracing, with
+    the instances whose add is switched off reported as not bypassable."""
+
+    class MyUnit(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.skip = cin == cout
+            self.conv = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+
+        def forward(self, x):
+            return self.conv(x) + x if self.skip else self.conv(x)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(MyUnit(3, 8), MyUnit(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    lw = lwac.attach(model, x, lwac.LWACConfig(policy="heuristic"), latency_n=1)
+    assert [(u.name, u.bypassable) for u in lw.units] == [("0", False), ("1", True)]
+    assert "skip is False: the block changes shape 3->8 channels" in lw.units[0].reason
+    calls = []
+    lw.acus[1].unit.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad(), lw.forced({1: True}):
+        out = lw(x)
+    assert calls == [] and torch.allclose(out, model[4](model[3](model[2](model[0](x)))))

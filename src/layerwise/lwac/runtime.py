@@ -365,7 +365,8 @@ def attach(model: nn.Module, example_input: torch.Tensor, config: LWACConfig | N
     base = model if inplace else copy.deepcopy(model)
     base.eval()
     found = find_units(base, block_types)
-    infos = {l.name: l for l in list_layers(base, example_input, "block", block_types)}
+    types = tuple(block_types) + tuple({type(m): None for _, m, _ in found})  # found by tracing, too
+    infos = {l.name: l for l in list_layers(base, example_input, "block", types)}
     dense_macs = _total_macs(base, example_input)
     dense_ms = measure_dense_ms(base, example_input, n=latency_n, threads=threads)  # before any ACU is in
     names = [n for n, _, _ in found]

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 import torch
 from torch import fx, nn
 
-from ..layers import find_layers
+from ..layers import find_layers, is_leaf_layer
 from .config import LWACError
 
 
@@ -260,11 +260,36 @@ def _per_sample(alpha, like: torch.Tensor):
     return alpha
 
 
+def discover_residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """Modules of ``model`` whose own ``forward`` adds its input to a branch computed from it
+    (found by tracing, :func:`trace_residual`), outermost first, in definition order: how the
+    block classes of a model are found when layerwise does not know their names."""
+    found: list[tuple[str, nn.Module, str]] = []
+    for name, mod in model.named_modules():
+        if not name or any(name.startswith(p + ".") for p, _, _ in found):
+            continue
+        if is_leaf_layer(mod) or isinstance(mod, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) \
+                or not any(True for _ in mod.children()):
+            continue
+        if isinstance(trace_residual(mod), TracedResidualAdapter):
+            found.append((name, mod, "residual"))
+    return found
+
+
 def find_units(model: nn.Module, block_types: Iterable[type] = ()) -> list[tuple[str, nn.Module, str]]:
-    """The calibratable units of ``model`` in definition order; a clear error when there is none."""
+    """The calibratable units of ``model`` in definition order; a clear error when there is none.
+
+    The blocks :func:`layerwise.layers.find_layers` lists (a ``block_kind``, a well-known block
+    class name, or ``block_types``); when there is none, every module of the classes that have a
+    residual add on their input in some module (:func:`discover_residual_blocks`): the instances
+    without one (a Python attribute switched it off) are units that cannot be bypassed."""
     units = find_layers(model, "block", block_types)
+    if not units:  # every module of the classes that have a residual add: those without one are units too
+        found = discover_residual_blocks(model)
+        units = find_layers(model, "block", tuple({type(m): None for _, m, _ in found})) if found else []
     if not units:
         raise LWACError(
             f"{type(model).__name__} has no calibratable unit (residual block, inverted residual, branch or "
-            "recurrent stage): pass block_types=(YourBlockClass,) to lwac.attach")
+            "recurrent stage, and no module whose forward adds its input to a branch of it): pass "
+            "block_types=(YourBlockClass,) to lwac.attach")
     return units
