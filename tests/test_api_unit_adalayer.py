@@ -8,7 +8,6 @@ through ``input_key`` / ``target_key``, and an iterable-style one.
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -300,3 +299,23 @@ def test_adalayer_sensitivity_cache_is_keyed_by_the_data(splits, trained, tmp_pa
     assert len(list(tmp_path.glob("sensitivity-*.json"))) == 1 and again.layers == first.layers
     ada.apply(trained, val, budget=0.12, cache_dir=tmp_path)       # other data: measured again, not served
     assert len(list(tmp_path.glob("sensitivity-*.json"))) == 2
+
+
+def test_adalayer_int4_weights_where_codes_have_at_most_4_bits(splits, trained, tmp_path):
+    """int4=True: layers at <= 4 bits are stored as ONNX INT4 (opset 21) and onnxruntime runs them; the
+    outputs still equal the module's within WEIGHTS_ONLY_TOL, and the file is smaller than the int8 one."""
+    pytest.importorskip("onnxruntime")
+    calib, _, _ = _loaders("tuple", splits)
+    module, report = ada.apply(trained, calib, budget=0.12, config=ada.AdaLayerConfig(b_max=4))
+    assert max(report.bits.values()) <= 4
+    xv, _ = splits["val"]
+    kw = dict(quantized=report.quantized, activations="float", check_input=xv)
+    r8 = ada.export_onnx_int8(module, xv[:1], tmp_path / "w8.onnx", **kw)
+    r4 = ada.export_onnx_int8(module, xv[:1], tmp_path / "w4.onnx", int4=True, **kw)
+    assert set(r4.weight_types.values()) == {"int4"} and set(r8.weight_types.values()) == {"int8"}
+    got = _ort_logits(tmp_path / "w4.onnx", xv)
+    with torch.no_grad():
+        want = module(xv).numpy()
+    assert np.abs(got - want).max() <= WEIGHTS_ONLY_TOL * (1 + np.abs(want).max())
+    n_weights = sum(q.codes.numel() for q in report.quantized.values())
+    assert r8.size_bytes - r4.size_bytes >= n_weights // 2 - 64    # half a byte saved per weight

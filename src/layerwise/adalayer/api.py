@@ -158,7 +158,7 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
           input_key: str | None = None, target_key: str | None = None, budget: float = 0.25,
           train_loader: Iterable | None = None, finetune_epochs: int = 3, finetune_lr: float = 1e-3,
           config: AdaLayerConfig | None = None, packed_path: str | os.PathLike | None = None,
-          onnx_path: str | os.PathLike | None = None, onnx_activations: str = "int8",
+          onnx_path: str | os.PathLike | None = None, onnx_activations: str = "int8", onnx_int4: bool = False,
           cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, AdaLayerReport]:
     """AdaLayerNet on ``model`` under a size ``budget`` (a fraction of the dense fp32 file):
     returns ``(module, report)``; ``model`` itself is not modified.
@@ -170,7 +170,8 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
     (:class:`~layerwise.adalayer.AdaLayerConfig`; its fine-tune fields are replaced by these
     arguments). ``cache_dir`` caches the sensitivities, keyed by the model's weights and a hash of the
     calibration data (one extra pass over it). ``packed_path`` writes the ``.lwpk`` file; ``onnx_path`` the int8 ONNX export
-    (``onnx_activations``: ``"int8"`` or ``"float"``, see :func:`~layerwise.adalayer.export_onnx_int8`).
+    (``onnx_activations``: ``"int8"`` or ``"float"``; ``onnx_int4``: layers at <= 4 bits stored as
+    INT4; see :func:`~layerwise.adalayer.export_onnx_int8`).
     Raises :class:`~layerwise.adalayer.BudgetError` with the smallest feasible budget when it
     cannot be met, :class:`~layerwise.errors.LayerwiseError` on other bad input.
     """
@@ -211,7 +212,8 @@ def apply(model: nn.Module, calib_loader: Iterable, *, val_loader: Iterable | No
         from .onnx_check import export_onnx_int8, onnx_accuracy
         check = next(iter_batches(val, keys, max_batches=1, device=device))[0]
         exp = export_onnx_int8(module, example, onnx_path, quantized=res.quantized, calib_loader=calib_loader,
-                               input_key=input_key, activations=onnx_activations, check_input=check)
+                               input_key=input_key, activations=onnx_activations, check_input=check,
+                               int4=onnx_int4)
         acc = onnx_accuracy(exp.path, val, input_key=input_key, target_key=target_key)[0] if after is not None else None
         onnx = {**exp.to_json(), "val_accuracy": acc}
     layers = tuple({"name": p.name, "kind": p.kind, "prune_ratio": p.prune_ratio, "bits": p.bits, "params": p.params,

@@ -7,7 +7,7 @@ compressed one); the check is that onnxruntime computes what PyTorch computes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +89,7 @@ class OnnxInt8:
     path: str
     size_bytes: int
     activations: str                   # "int8": QDQ on Conv/Gemm inputs and outputs; "float": weights only
-    int8_layers: tuple[str, ...]       # layers whose weight is stored as int8 codes
+    int8_layers: tuple[str, ...]       # layers whose weight is stored as integer codes (int8, or int4: weight_types)
     float_layers: tuple[str, ...]      # Conv/Gemm weights left fp32 (codes wider than 8 bits)
     codes_from: str                    # "adalayer" (the module's own codes) or "int8 per-channel here"
     folded_batchnorms: int
@@ -97,6 +97,7 @@ class OnnxInt8:
     max_abs_diff: float                # |onnxruntime - PyTorch module| on ``check_input``
     tolerance: float
     executed_ops: dict                 # op types in onnxruntime's optimised graph
+    weight_types: dict = field(default_factory=dict)   # layer -> "int8" or "int4" (int4=True)
 
     @property
     def ok(self) -> bool:
@@ -107,7 +108,8 @@ class OnnxInt8:
                 "int8_layers": list(self.int8_layers), "float_layers": list(self.float_layers),
                 "codes_from": self.codes_from, "folded_batchnorms": self.folded_batchnorms,
                 "calibration_samples": self.calibration_samples, "max_abs_diff": self.max_abs_diff,
-                "tolerance": self.tolerance, "ok": self.ok, "executed_ops": dict(self.executed_ops)}
+                "tolerance": self.tolerance, "ok": self.ok, "executed_ops": dict(self.executed_ops),
+                "weight_types": dict(self.weight_types)}
 
 
 def _export_graph(model: nn.Module, x: torch.Tensor):
@@ -149,7 +151,8 @@ def _module_name(weight_name: str) -> str | None:
 def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, *,
                      quantized: dict | None = None, calib_loader=None, input_key: str | None = None,
                      activations: str | None = None, check_input: torch.Tensor | None = None,
-                     max_calibration_batches: int | None = 16, tolerance: float | None = None) -> OnnxInt8:
+                     max_calibration_batches: int | None = 16, tolerance: float | None = None,
+                     int4: bool = False) -> OnnxInt8:
     """Write ``module`` as an int8 QDQ ONNX file that onnxruntime runs; returns what was written and
     how far onnxruntime's outputs are from the module's.
 
@@ -162,6 +165,11 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
     ``example_input``) is run through both; ``tolerance`` (default: 1e-4 * (1 + max|output|) for
     weights only, float32 rounding of the folded BatchNorm; 0.1 * (1 + max|output|) with int8
     activations, whose rounding is the quantization's) is what :attr:`OnnxInt8.ok` compares to.
+
+    ``int4=True``: layers whose AdaLayerNet codes have at most 4 bits are stored as INT4 initializers
+    (two codes per byte; ONNX opset 21, which onnxruntime's DequantizeLinear runs); the graph is
+    converted to opset 21 for it. onnxruntime has no integer convolution for int4 weights: it
+    dequantizes them and convolves in float (``executed_ops`` shows which kernels ran).
     """
     ort = _imports()
     import onnx
@@ -180,6 +188,10 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
     module = module.eval()
     x1 = example_input.detach()
     model = _export_graph(module, x1)
+    if int4:
+        from onnx import version_converter
+        model = version_converter.convert_version(model, 21)
+        del model.graph.value_info[:]  # the converter's inferred shapes: optional, and larger than the int4 saving
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     consumers = _consumers(g)
@@ -217,6 +229,7 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
 
     # 2. int8 weights through DequantizeLinear (axis 0: output channels, Conv [O, I/g, k..] and Gemm [O, I])
     int8_layers, float_layers, weight_nodes = [], [], []
+    weight_type: dict[str, str] = {}
     done: set[str] = set()
     for node in list(g.node):
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] in done:
@@ -254,10 +267,16 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
             codes = codes * np.sign(np.where(k == 0, 1.0, k)).reshape(-1, *([1] * (codes.ndim - 1))).astype(np.int64)
             scale = scale * np.abs(k)
         scale = np.maximum(scale, np.finfo(np.float32).tiny).astype(np.float32)
-        q_name, s_name, z_name = f"{lname}.weight_int8", f"{lname}.weight_scale", f"{lname}.weight_zero_point"
-        g.initializer.extend([numpy_helper.from_array(codes.astype(np.int8), q_name),
-                              numpy_helper.from_array(scale, s_name),
-                              numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name)])
+        low = int4 and lname in quantized and qw.bits <= 4
+        q_name = f"{lname}.weight_int4" if low else f"{lname}.weight_int8"
+        s_name, z_name = f"{lname}.weight_scale", f"{lname}.weight_zero_point"
+        if low:  # codes in -7..7; INT4 raw data: two per byte, the first in the low nibble
+            g.initializer.extend([_int4_tensor(codes, q_name), _int4_tensor(np.zeros(scale.shape, np.int64), z_name)])
+        else:
+            g.initializer.extend([numpy_helper.from_array(codes.astype(np.int8), q_name),
+                                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name)])
+        g.initializer.append(numpy_helper.from_array(scale, s_name))
+        weight_type[lname] = "int4" if low else "int8"
         deq = f"{wname}::dequantized"
         g.node.insert(0, helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [deq], axis=0,
                                           name=f"{lname}/weight_dequantize"))
@@ -336,7 +355,21 @@ def export_onnx_int8(module: nn.Module, example_input: torch.Tensor, path: str |
     if tolerance is None:
         tolerance = (1e-4 if mode == "float" else 0.1) * (1.0 + float(np.abs(want).max()))
     return OnnxInt8(str(path), os.path.getsize(path), mode, tuple(int8_layers), tuple(float_layers),
-                    "adalayer" if quantized else "int8 per-channel here", folded, n_cal, diff, float(tolerance), ops)
+                    "adalayer" if quantized else "int8 per-channel here", folded, n_cal, diff, float(tolerance), ops,
+                    weight_type)
+
+
+def _int4_tensor(values: np.ndarray, name: str):
+    """An ONNX INT4 initializer of ``values`` (each in -8..7), packed two per byte, low nibble first."""
+    from onnx import TensorProto, helper
+    flat = values.reshape(-1).astype(np.int64)
+    if flat.size and (flat.min() < -8 or flat.max() > 7):
+        raise LayerwiseError(f"{name}: codes outside int4's -8..7")
+    nib = (flat & 0xF).astype(np.uint8)
+    if nib.size % 2:
+        nib = np.append(nib, np.uint8(0))
+    packed = (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8).tobytes()
+    return helper.make_tensor(name, TensorProto.INT4, list(values.shape), packed, raw=True)
 
 
 def _short_names(graph) -> None:
