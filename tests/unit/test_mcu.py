@@ -82,7 +82,9 @@ def test_hwmul_is_cheaper_than_swmul_and_skipping_pays_less_there():
     ratio_sw = cost(c, "unit").cycles / cost(c, "dense").cycles
     ratio_hw = (cost(c, "unit", profile="msp430-hwmul").cycles
                 / cost(c, "dense", profile="msp430-hwmul").cycles)
-    assert ratio_sw < 0.6 < 1.0 < ratio_hw     # with a HW multiplier the test costs ~ a MAC
+    # half the MACs skipped: with a software multiply that saves about half the cycles; with a
+    # HW multiplier a MAC costs only a few tests, so the same skipping saves far less
+    assert ratio_sw < 0.6 and ratio_sw + 0.2 < ratio_hw < 1.0 + 0.2
 
 
 def test_baseline_runtimes():
