@@ -10,7 +10,10 @@ Compares, on one batch of CIFAR-shaped input, one SGD step of:
   ela/half-sum      the same with the sum mode
 
 Run:  python bench/ela_values.py --model resnet56 --batch 32 --rounds 8 --threads 2
-Prints median and IQR per step and the ratio of medians to mrla-b/stack.
+      (--channels 1 --size 28: Fashion-MNIST-shaped input; --only NAME ...: a subset of the variants)
+Prints per step the median and IQR of wall time and of the calling thread's CPU time
+(``time.thread_time``, which a busy machine inflates less than wall time), and the ratios of
+medians to the plain ResNet and to mrla-b/sum.
 """
 
 from __future__ import annotations
@@ -38,27 +41,39 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="time only these variants")
     args = p.parse_args()
     torch.manual_seed(0)
-    shape = (3, args.size, args.size)
+    shape = (args.channels, args.size, args.size)
     m = args.model
-    models = {
-        "resnet": build_model(m, shape, 10),
-        "mrla-b/stack": build_model(f"{m}-mrla-b", shape, 10, values="stack"),
-        "mrla-b/sum": build_model(f"{m}-mrla-b", shape, 10, values="sum"),
-        "mrla-b/loop": build_model(f"{m}-mrla-b", shape, 10, values="loop"),
-        "mrla-l": build_model(f"{m}-mrla-l", shape, 10),
-        "ela/half-stack": _half(build_model(f"{m}-ela", shape, 10, values="stack")),
-        "ela/half-sum": _half(build_model(f"{m}-ela", shape, 10, values="sum")),
+    builders = {
+        "resnet": lambda: build_model(m, shape, 10),
+        "mrla-b/stack": lambda: build_model(f"{m}-mrla-b", shape, 10, values="stack"),
+        "mrla-b/sum": lambda: build_model(f"{m}-mrla-b", shape, 10, values="sum"),
+        "mrla-b/loop": lambda: build_model(f"{m}-mrla-b", shape, 10, values="loop"),
+        "mrla-l": lambda: build_model(f"{m}-mrla-l", shape, 10),
+        "ela/half-stack": lambda: _half(build_model(f"{m}-ela", shape, 10, values="stack")),
+        "ela/half-sum": lambda: _half(build_model(f"{m}-ela", shape, 10, values="sum")),
     }
+    names = args.only or list(builders)
+    unknown = sorted(set(names) - set(builders))
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(builders)}")
+    names = list(dict.fromkeys(["resnet", "mrla-b/sum"] + names))  # the two references of the ratios
+    models = {k: builders[k]() for k in names}
     x, y = torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,))
-    res = compare_train_steps(models, x, y, rounds=args.rounds, warmup=2, threads=args.threads)
-    base = res["mrla-b/stack"].median_ms
-    print(f"{m}, batch {args.batch}, {args.size}x{args.size}, {res['resnet'].threads} threads, "
-          f"n={args.rounds} interleaved SGD steps each")
-    print(f"{'variant':16s} {'median ms':>10s} {'IQR ms':>8s} {'vs mrla-b/stack':>16s}")
+    res = compare_train_steps(models, x, y, rounds=args.rounds, warmup=args.warmup, threads=args.threads)
+    print(f"{m}, batch {args.batch}, {args.channels}x{args.size}x{args.size}, {res['resnet'].threads} threads, "
+          f"n={args.rounds} interleaved SGD steps each (after {args.warmup} warm-up rounds)")
+    print(f"{'variant':16s} {'wall ms (IQR)':>16s} {'thread CPU ms (IQR)':>20s} {'CPU vs resnet':>14s} "
+          f"{'CPU vs mrla-b/sum':>18s}")
     for k, r in res.items():
-        print(f"{k:16s} {r.median_ms:10.1f} {r.iqr_ms:8.1f} {r.median_ms / base:16.2f}")
+        wall = f"{r.median_ms:.0f} ({r.iqr_ms:.0f})"
+        cpu = f"{r.thread_cpu_ms:.0f} ({r.thread_cpu_iqr_ms:.0f})"
+        print(f"{k:16s} {wall:>16s} {cpu:>20s} {r.thread_cpu_ms / res['resnet'].thread_cpu_ms:14.2f} "
+              f"{r.thread_cpu_ms / res['mrla-b/sum'].thread_cpu_ms:18.2f}")
 
 
 if __name__ == "__main__":

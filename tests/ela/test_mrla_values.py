@@ -19,7 +19,7 @@ from layerwise.models.mrla_values import ValueStore, weighted_values
 from layerwise.models.registry import ModelConfigError
 
 
-def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0):
+def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0, use_last: bool = True):
     """n layers of a toy stage: v_t = w_t * x_t, a_t = softmax(P x_t-pooled . keys), x_{t+1} = tanh(x_t + O_t)."""
     gen = torch.Generator().manual_seed(seed)
     b, g, d, h, w = 3, 2, 4, 3, 5
@@ -28,7 +28,7 @@ def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0):
     ws = [torch.randn(1, c, 1, 1, generator=gen, dtype=dtype, requires_grad=True) for _ in range(n)]
     proj = torch.randn(c, g * d, generator=gen, dtype=dtype, requires_grad=True)
     target = torch.randn(b, c, h, w, generator=gen, dtype=dtype)
-    x, keys, values, outs = x0, [], [], []
+    x, keys, values, outs, xs = x0, [], [], [], []
     store = ValueStore(capacity)
     for t in range(n):
         v = ws[t] * x
@@ -41,10 +41,13 @@ def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0):
             values.append(v.view(b, g, d, h, w))
             out = sum(attn[:, :, s].view(b, g, 1, 1, 1) * values[s] for s in range(t + 1)).view(b, c, h, w)
         outs.append(out)
+        xs.append(x)
         x = torch.tanh(x + out)
+    if not use_last:  # the last layer's output never reaches the loss: its backward never runs
+        x, outs = xs[-1], outs[:-1]
     loss = (x * target).sum() + 0.1 * sum((o ** 2).sum() for o in outs)
     leaves = [x0, proj, *ws]
-    grads = torch.autograd.grad(loss, leaves)
+    grads = torch.autograd.grad(loss, leaves, materialize_grads=True)  # an unused w_t: zeros
     return [o.detach() for o in outs], grads
 
 
@@ -58,6 +61,14 @@ def test_buffered_sum_equals_the_explicit_sum_forward_and_gradients(dtype, tol, 
         torch.testing.assert_close(a, e, **tol)
     for a, e in zip(g, g_ref):
         torch.testing.assert_close(a, e, **tol)
+
+
+def test_a_last_layer_whose_output_never_reaches_the_loss():
+    # its backward never runs, so its slot of stored output gradients must count as zero
+    out_ref, g_ref = _chain(5, torch.float64, buffered=False, use_last=False)
+    out, g = _chain(5, torch.float64, buffered=True, use_last=False)
+    for a, e in zip(out + list(g), out_ref + list(g_ref)):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
 
 
 def _pair(name: str, skip: tuple[int, ...] = ()):

@@ -170,7 +170,8 @@ class LayerAttentionMixin:
         self.variant = variant
         self.attention = MRLABase(channels, values) if variant == "b" else MRLALight(channels)
         self.attention_norm = nn.BatchNorm2d(channels)
-        self.attention_act = nn.ReLU() if variant == "b" else nn.Identity()
+        # in place: BN's backward needs its input, not its output
+        self.attention_act = nn.ReLU(inplace=True) if variant == "b" else nn.Identity()
         # stochastic depth on the attention branch (the reference recipe's drop-path, 0 = off)
         self.attention_drop = DropPath(0.0)
         # ELA's skip flag, a buffer so that it travels with the weights (state dict, checkpoints)
