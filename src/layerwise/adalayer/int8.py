@@ -17,8 +17,9 @@ weights, reduce-range uint8 activations); the quantized ENGINE fixes which libra
 it is bound when the weights are prepacked (``convert_fx``, ``set_weight_bias``,
 ``load_state_dict``), not when the model runs. The ``x86`` engine sends convolutions with
 symmetric per-channel weights to oneDNN on CPUs with VNNI, ``fbgemm`` always to FBGEMM; both
-compute the same integers (the outputs are equal), but at batch 1 FBGEMM's per-call cost is lower
-(oneDNN wins at batch 32; docs/adalayer.md has the measured figures). :data:`ENGINE` (default
+accumulate the same int32 products (their requantization may round an output one step apart), but
+at batch 1 FBGEMM's per-call cost is lower (oneDNN wins at batch 32; docs/adalayer.md has the
+measured figures). :data:`ENGINE` (default
 ``fbgemm``) is set only around those prepacking steps (:func:`quantized_engine`) and the previous
 engine is restored, so every int8 model here is packed for one engine, whatever the global setting.
 
