@@ -342,3 +342,23 @@ def test_lwac_finds_residual_blocks_whose_class_name_it_does_not_know():
     with torch.no_grad(), lw.forced({1: True}):
         out = lw(x)
     assert calls == [] and torch.allclose(out, model[4](model[3](model[2](model[0](x)))))
+
+
+def test_ela_apply_on_the_inverted_residual_model(mobilenet_and_data):
+    """ELA on the same torchvision-style MobileNet that LWAC bypasses: the stage is its two 16-channel
+    blocks (the blocks of a stage must keep one shape); the removed layer's attention never runs."""
+    model, (xc, yc), (xv, yv) = mobilenet_and_data
+    train_loader = DataLoader(TensorDataset(xc, yc), batch_size=32, shuffle=True)
+    net, report = ela.apply(model, train_loader, val_loader=DataLoader(TensorDataset(xv, yv), batch_size=48),
+                            stages=[["features.2", "features.3"]], epochs=2,
+                            config=ela.ElaConfig(windows=((1, 1),), strategy="fixed", fixed_counts=(1,)))
+    assert report.attention_layers == ("features.2", "features.3")
+    assert [s.name for s in report.skipped] == ["features.3"]     # the only candidate: a stage's first layer has no KL
+    calls = {"features.2": 0, "features.3": 0}
+    for name in calls:
+        net.get_submodule(name).attention.register_forward_hook(
+            lambda m, a, o, name=name: calls.__setitem__(name, calls[name] + 1))
+    net.eval()
+    with torch.no_grad():
+        assert net(xv[:4]).shape == (4, 4)
+    assert calls == {"features.2": 1, "features.3": 0}
