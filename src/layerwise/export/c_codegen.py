@@ -118,23 +118,27 @@ def _conv_code(k: int, q: QLayer, fn: str) -> str:
     ph, pw = (0, q.padding[0]) if nd == 1 else q.padding
     dh, dw = (1, q.dilation[0]) if nd == 1 else q.dilation
     p = f"L{k}_"
+    # input offsets: 16-bit where the input has fewer than 2**15 elements (the MSP430's word)
+    small = c_in * ih * iw < 2 ** 15
+    ot, st = ("uint16_t", "int16_t") if small else ("uint32_t", "int32_t")
     lines = [f"/* layer {k}: {q.name}: Conv{nd}d {c_in}->{o_n}, kernel {q.kernel}, stride {q.stride},"
              f" padding {q.padding}; Q.{q.f_in} x Q.{q.f_w} -> Q.{q.f_out} */",
              f"static void {fn}(const int16_t *in, int16_t *out)", "{",
              "    const int16_t *wp = " + p + "W;",
              "#if LW_MODE == 2", f"    const uint16_t *tp = {p}T;", "#endif",
-             f"    for (uint16_t o = 0; o < {o_n}; o++) {{",
+             "    int16_t *op = out;",
+             f"    for (uint16_t o = 0; o < {o_n}; o++, op += {oh * ow}) {{",
              f"        uint32_t bo = (uint32_t){p}B[o];",
              f"        for (uint16_t p = 0; p < {oh * ow}; p++) acc[p] = bo;",
              # running offsets instead of c * (ih*iw), kh * dh, kw * dw: the MSP430 has no
              # multiply instruction, and clang calls a helper for a variable times a constant
-             f"        uint16_t oc = 0;      /* c * {ih * iw} */",
+             f"        {ot} oc = 0;      /* c * {ih * iw} */",
              f"        for (uint16_t c = 0; c < {c_in}; c++, oc += {ih * iw}) {{",
-             f"            uint16_t okh = oc;    /* + kh * {dh * iw} */",
+             f"            {ot} okh = oc;    /* + kh * {dh * iw} */",
              *([f"            uint16_t khd = 0;     /* kh * {dh} */"] if ph or pw else []),
              f"            for (uint16_t kh = 0; kh < {kh_n}; kh++, okh += {dh * iw}"
              + (f", khd += {dh}" if ph or pw else "") + ") {",
-             f"                uint16_t okw = okh;    /* + kw * {dw} */",
+             f"                {ot} okw = okh;    /* + kw * {dw} */",
              *([f"                uint16_t kwd = 0;     /* kw * {dw} */"] if ph or pw else []),
              f"                for (uint16_t kw = 0; kw < {kw_n}; kw++, okw += {dw}"
              + (f", kwd += {dw}" if ph or pw else "") + ") {",
@@ -160,7 +164,7 @@ def _conv_code(k: int, q: QLayer, fn: str) -> str:
             "                    if (p0 >= p1 || q0 >= q1) continue;",
             # the first valid input element of the tap: (p0*sh - ph + khd, q0*sw - pw + kwd), by
             # additions (p0, q0 <= the padding)
-            f"                    int16_t off = (int16_t)okw - {ph * iw + pw};",
+            f"                    {st} off = ({st})okw - {ph * iw + pw};",
             f"                    uint16_t a0 = q0;",
             f"                    for (uint16_t i = 0; i < p0; i++) {{ off += {sh * iw}; a0 += {ow}; }}",
             f"                    for (uint16_t i = 0; i < q0; i++) off += {sw};",
@@ -185,7 +189,6 @@ def _conv_code(k: int, q: QLayer, fn: str) -> str:
         "                            *ap += (uint32_t)LW_MUL(x, w);",
         "                        }", "                    }",
         "                }", "            }", "        }",
-        f"        int16_t *op = out + o * {oh * ow};",
         f"        for (uint16_t p = 0; p < {oh * ow}; p++) "]
     lines += ["        " + ln for ln in _requant(q, "op[p]")]
     lines += ["    }", "}", ""]

@@ -4,7 +4,8 @@ Toolchain (Debian packages ``clang``, ``lld``, ``mspdebug``): ``clang --target=m
 -ffreestanding -nostdlib`` compiles the network and the harness (``runtime/msp_main.c``), the
 start-up file ``runtime/start.S`` and the helpers (``runtime/div_sw.S``: 32/32 unsigned
 division for exact UnIT ratios; ``runtime/mul16_sw.S``: 16 x 16 shift-and-add multiply for the
-software-multiply build); ``ld.lld -T runtime/link.ld`` links them. ``mspdebug -q sim`` with its
+software-multiply build; ``runtime/mpyi.S``: the 16-bit multiply helpers clang calls for index
+arithmetic it cannot reduce to shifts); ``ld.lld -T runtime/link.ld`` links them. ``mspdebug -q sim`` with its
 ``tracer`` device (plus ``hwmult`` for the hardware-multiplier build, ``-mhwmult=16bit``) runs one
 inference, stopping at ``lw_mark`` before the network and after every layer and at ``done``;
 the MCLK count at each stop gives the cycles of every layer. The logits left in RAM are read
@@ -159,7 +160,7 @@ def build(c_file: Path, h_file: Path, x_q: np.ndarray, build_dir: Path, *, mode:
         _run(cmd, f"clang (msp430) on {src.name}")
         cmds.setdefault("compile", " ".join(cmd))
         objs.append(obj)
-    for asm in ("start.S", "div_sw.S", "mul16_sw.S"):
+    for asm in ("start.S", "div_sw.S", "mul16_sw.S", "mpyi.S"):
         obj = d / (Path(asm).stem + ".o")
         _run([tools["clang"], *CFLAGS, "-c", str(runtime_file(asm)), "-o", str(obj)],
              f"clang (msp430) on {asm}")
