@@ -3,7 +3,7 @@
 Run::
 
     python bench/adalayer_int8_latency.py --dir DIR --dataset digits --size 32 --channels 3 \
-        [--n 1000] [--engines fbgemm,x86] [--torchscript] [--out FILE.json]
+        [--n 1000] [--batch 1] [--engines fbgemm,x86] [--torchscript] [--out FILE.json]
 
 ``DIR`` is a ``layerwise compress`` output directory: the fp32 model is ``DIR/base/checkpoint.pt``
 (or ``--checkpoint``), the compressed model ``DIR/adalayer.lwpk`` (or ``--packed``); the dataset
@@ -68,6 +68,7 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, choices=(1, 3))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1000, help="interleaved rounds (timed calls per variant)")
+    p.add_argument("--batch", type=int, default=1, help="the test input repeated to this batch size")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--engines", default=f"{ENGINE},x86", help=f"quantized engines, comma-separated, of {ENGINES}")
     p.add_argument("--torchscript", action="store_true", help="also time frozen TorchScript of fp32 and int8")
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
 
     acc = {k: evaluate(m, data.test).accuracy for k, m in models.items() if not k.endswith("-ts")}
     load_before = os.getloadavg()
-    lat = compare_latency({k: (m, x1) for k, m in models.items()}, n=a.n, warmup=a.warmup, threads=1)
+    xb = x1.repeat(a.batch, *([1] * (x1.dim() - 1)))
+    lat = compare_latency({k: (m, xb) for k, m in models.items()}, n=a.n, warmup=a.warmup, threads=1)
     load_after = os.getloadavg()
 
     base, base_ts = lat["fp32"], lat.get("fp32-ts")
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
                      "speedup_thread_cpu_p10": p10[ref] / p10[k],
                      "against": ref,
                      "test_accuracy": acc.get(k), **info.get(k, {})})
-    print(f"{arch['model']} {list(arch['input_shape'])}, batch 1, 1 thread, {a.n} interleaved rounds; "
+    print(f"{arch['model']} {list(arch['input_shape'])}, batch {a.batch}, 1 thread, {a.n} interleaved rounds; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {platform.processor() or ''}")
     print(f"{'variant':16s} {'wall ms (median ± IQR)':>24s} {'thread CPU ms':>20s} {'p10':>6s} "
           f"{'speed-up: cpu':>13s} {'p10':>6s} {'wall':>6s} {'test acc %':>10s}")
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
           "against fp32-ts; p10 is the least disturbed calls' figure on a loaded machine)")
     if a.out:
         atomic_write_json(a.out, {"command": " ".join(sys.argv), "model": arch["model"],
-                                  "input_shape": arch["input_shape"], "threads": 1, "rounds": a.n,
+                                  "input_shape": arch["input_shape"], "batch": a.batch, "threads": 1, "rounds": a.n,
                                   "warmup": a.warmup, "load_average_before": load_before,
                                   "load_average_after": load_after, "torch": torch.__version__,
                                   "variants": rows})
