@@ -88,7 +88,7 @@ def compress_job(budget: str, what: str, quick: bool = True) -> Job:
 def lwac_job(model: str, quick: bool) -> Job:
     """LWAC at batch 1 on the shared ``model`` base (single-threaded, as on a device)."""
     common = ("lwac", "--model", model, *FM, "--checkpoint", base(model))
-    return Job(f"lwac-{model}", "lwac", (*common, "--val-limit", "1000", "--threads", "1", "--n", "200"),
+    return Job(f"lwac-{model}", "lwac", (*common, "--val-limit", "1000", "--threads", "1", "--latency-n", "200"),
                (*common, "--quick", "--val-limit", "300", "--threads", "1") if quick else None,
                (("lwac", "dense"),), f"LWAC on a {model.replace('resnet', 'ResNet-')} at batch 1")
 
