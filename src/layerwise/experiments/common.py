@@ -317,6 +317,19 @@ def out_dir(spec: RunSpec, command: str) -> Path:
     return path
 
 
+def train_cached(model: nn.Module, data: DatasetSplits, config, base_dir: Path, progress=None):
+    """Train ``model`` once into ``base_dir/checkpoint.pt`` (resuming a partial run there); a
+    checkpoint that already reached ``config.epochs`` is loaded instead. Returns the training result,
+    or ``None`` when the cached weights were loaded."""
+    from ..train import load_checkpoint, train
+
+    ck = Path(base_dir) / "checkpoint.pt"
+    if ck.is_file() and int(load_checkpoint(ck)["epoch"]) >= config.epochs:
+        load_weights(model, ck)
+        return None
+    return train(model, data, config, out_dir=base_dir, resume=ck.is_file(), progress=progress)
+
+
 def example_input(data: DatasetSplits, batch: int = 1, device: str = "cpu") -> torch.Tensor:
     """The first ``batch`` validation samples (real data, not noise)."""
     n = len(data.val)

@@ -40,10 +40,10 @@ from ..errors import LayerwiseError
 from ..evidence import with_statistics
 from ..measure import artifact_size, compare_latency, count_macs, measure_energy, peak_memory
 from ..results import Results, Variant, env_info, write_results
-from ..train import evaluate, load_checkpoint, load_weights, predict, train, TrainConfig
+from ..train import evaluate, predict, TrainConfig
 from ..viz.adalayer import architecture_ribbon, layer_fingerprint, params_before_after
 from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, deprecated_alias,
-                     example_input, fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
+                     example_input, fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table, train_cached)
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,8 @@ def _base_model(spec: RunSpec, data, opts: CompressOptions, directory: Path, pro
     ck = base_dir / "checkpoint.pt"
     config = TrainConfig(epochs=opts.base_epochs, batch_size=opts.base_batch_size, optimizer="adam", lr=3e-3,
                          schedule="cosine", seed=spec.seed, device=spec.device, augment=spec.augment)
-    if ck.is_file() and int(load_checkpoint(ck)["epoch"]) >= opts.base_epochs:
-        load_weights(model, ck)
+    if train_cached(model, data, config, base_dir, progress) is None:
         return model, f"cached {ck}"
-    train(model, data, config, out_dir=base_dir, resume=ck.is_file(), progress=progress)
     return model, f"trained here: {asdict(config)} -> {ck}"
 
 

@@ -41,10 +41,10 @@ from ..models.registry import ModelConfigError
 from ..results import Results, Variant, env_info, write_results
 from ..stack import StackConfig, StackError, additivity, count_executed, stack_model
 from ..stack.pipeline import lwac_stage, preflight, unit_stage
-from ..train import TrainConfig, load_checkpoint, load_weights, train
+from ..train import TrainConfig
 from ..unit.select import parse_percentile
 from .common import (CommandReport, RunSpec, add_common_arguments, build_for_data, check_device, example_input,
-                     fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table)
+                     fmt_count, load_data_for_model, out_dir, set_threads, spec_from_args, text_table, train_cached)
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,9 @@ def _base_model(spec: RunSpec, data, opts: StackOptions, directory: Path, progre
     ck = base_dir / "checkpoint.pt"
     config = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer="adam", lr=3e-3,
                          schedule="cosine", seed=spec.seed, device=spec.device, augment=spec.augment)
-    if ck.is_file() and int(load_checkpoint(ck)["epoch"]) >= opts.epochs:
-        load_weights(model, ck)
+    res = train_cached(model, data, config, base_dir, progress)
+    if res is None:
         return model.eval(), kwargs, {"source": f"cached {ck}"}
-    res = train(model, data, config, out_dir=base_dir, resume=ck.is_file(), progress=progress)
     if res.interrupted:
         raise LayerwiseError(f"base training interrupted; rerun the same command to resume from {base_dir}")
     return model.eval(), kwargs, {"source": f"trained here -> {ck}", "config": asdict(config),
