@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from layerwise.errors import LayerwiseError
 from layerwise.unit import (
     calibrate,
+    collect_products,
     convert,
     reset_counts,
     set_enabled,
@@ -257,3 +258,33 @@ def test_calibrate_keeps_the_groups_convert_gave_each_layer(caplog):
     assert thresholds["3"].tolist() == pytest.approx([np.percentile(sum(products["3"], []), 30.0)],
                                                      rel=1e-5)
     assert "re-group" in caplog.text and "2 -> 1" in caplog.text
+
+
+@pytest.mark.parametrize("percentile", [10.0, 35.0, 70.0])
+def test_products_collected_once_give_the_thresholds_of_a_fresh_collection(percentile):
+    model, loader = _model(), _loader()
+    products = collect_products(model, loader, max_samples_per_layer=500)
+    for per_group in products.values():           # sorted ascending, as documented
+        assert all(bool((v[1:] >= v[:-1]).all()) for v in per_group)
+    fresh = calibrate(_model(), loader, percentile=percentile, max_samples_per_layer=500)
+    reused = calibrate(model, loader, percentile=percentile, products=products)
+    assert all(torch.equal(fresh[k], reused[k]) for k in fresh)
+    # the percentile by hand: numpy's linear interpolation between order statistics of the sample
+    v = products["2"][0].double()
+    pos = percentile / 100 * (v.numel() - 1)
+    lo = int(pos)
+    expected = v[lo] + (v[lo + 1] - v[lo]) * (pos - lo)
+    assert float(reused["2"][0]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_products_of_another_model_are_refused():
+    model, loader = _model(), _loader()
+    products = collect_products(model, loader)
+    other = nn.Sequential(nn.Linear(4, 3))
+    convert(other)
+    with pytest.raises(LayerwiseError, match="does not fit this model"):
+        calibrate(other, loader, products=products)
+    with pytest.raises(LayerwiseError, match="wrong threshold groups"):
+        calibrate(model, loader, groups=2, products=products)
+    with pytest.raises(LayerwiseError, match="does not fit this model"):
+        sweep(other, loader, lambda m: 0.0, [20.0], products=products)

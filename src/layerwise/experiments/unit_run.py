@@ -51,7 +51,7 @@ from ..models import sensor_cnn1d as _cnn1d  # noqa: F401  (registers cnn1d)
 from ..results import Results, Variant, env_info, write_results
 from ..storage import atomic_torch_save, atomic_write_json
 from ..train import TrainConfig, evaluate, load_weights, train
-from ..unit import METHODS, PROFILES, calibrate, convert, reset_counts, set_division, sweep
+from ..unit import METHODS, PROFILES, calibrate, collect_products, convert, reset_counts, set_division, sweep
 from ..unit.accounting import (COMMON_BASIS, CountedRun, VariantCost, count_left_alone,
                                counted_evaluate, scored, variant_cost)
 from ..unit.agreement import model_agreement
@@ -212,6 +212,7 @@ class UnitSweep:
     percentile: float
     run: CountedRun                 # test, at ``percentile``
     runs: dict[float, CountedRun]   # test, at every swept percentile
+    products: dict                  # the val |x*w| samples every calibration of this model reuses
 
 
 def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[float],
@@ -245,7 +246,8 @@ def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[fl
         test_hits.append(hits)
         return acc
 
-    points = sweep(model, val_loader, score, percentiles)
+    products = collect_products(model, val_loader)   # once: every percentile reads the same sample
+    points = sweep(model, val_loader, score, percentiles, products=products)
     curve, runs = [], {}
     for pt, va, left, n, hits in zip(points, val_acc, left_runs, n_test, test_hits):
         per_layer = dict(pt.per_layer)
@@ -262,14 +264,14 @@ def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[fl
         chosen = choice.percentile
     else:
         chosen = cfg.percentile
-    calibrate(model, val_loader, percentile=chosen)          # keeps the layers' own groups
+    calibrate(model, val_loader, percentile=chosen, products=products)  # keeps the layers' own groups
     # T = 0: UnIT's runtime still skips zero operands (the left end of its curve)
     zero, _ = _counted_plain(plain, data.test, device)
     curve.append({"percentile": 0.0, "accuracy": zero.accuracy, "thresholds": {},
                   "val_accuracy": evaluate(plain, data.val, device=device).accuracy,
                   **_point_macs("dense+zero-skip", zero, model_macs)})
     return UnitSweep(model=model, curve=sorted(curve, key=lambda c: c["percentile"]), choice=choice,
-                     percentile=chosen, run=runs[chosen], runs=runs)
+                     percentile=chosen, run=runs[chosen], runs=runs, products=products)
 
 
 def _division_costs(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[float],
@@ -294,11 +296,11 @@ def _division_costs(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: lis
             p = choice.percentile
         else:
             pts = sweep(m, val_loader, lambda mm: evaluate(mm, data.val, device=device).accuracy,
-                        percentiles)
+                        percentiles, products=main.products)  # dense calibration: any division
             choice = choose_percentile([(pt.percentile, pt.accuracy) for pt in pts],
                                        dense_val_accuracy, cfg.max_drop / 100.0)
             p = choice.percentile
-        calibrate(m, val_loader, percentile=p)
+        calibrate(m, val_loader, percentile=p, products=main.products)
         run = counted_evaluate(m, data.test, device=device)
         steps = measure_steps(m, data.test, device=device)
         if steps.divisions != run.counts.divisions:
@@ -370,7 +372,8 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
                                 "percentile_choice": us.choice.to_json() if us.choice else None})
         run20 = us.runs[FIXED_PERCENTILE]
         p20_model = copy.deepcopy(unit_model)
-        calibrate(p20_model, make_loader(data.val, batch_size=256), percentile=FIXED_PERCENTILE)
+        calibrate(p20_model, make_loader(data.val, batch_size=256), percentile=FIXED_PERCENTILE,
+                  products=us.products)
         ev["unit@p20"] = Evaluated("unit@p20", p20_model, run20,
                                    cost("unit@p20", p20_model, run20, cfg.division),
                                    {"percentile": FIXED_PERCENTILE, "percentile_rule": "fixed (paper)"})

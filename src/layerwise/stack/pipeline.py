@@ -130,10 +130,11 @@ def unit_stage(model: nn.Module, data, cfg: StackConfig, *, device: str = "cpu")
     m = conv.model
     val_loader = make_loader(data.val, batch_size=256)
     info: dict = {"conversion": conv.to_json(), "groups": cfg.groups}
+    products = unit.collect_products(m, val_loader)  # once: the sweep and the final calibration share it
     if cfg.percentile is None:
         ref = evaluate(model, data.val, device=device).accuracy
         points = unit.sweep(m, val_loader, lambda mm: evaluate(mm, data.val, device=device).accuracy,
-                            sorted(cfg.sweep))
+                            sorted(cfg.sweep), products=products)
         choice = unit.choose_percentile([(p.percentile, p.accuracy) for p in points], ref, cfg.max_drop / 100.0)
         percentile = choice.percentile
         info.update(choice=choice.to_json(), rule="auto: largest swept percentile with val accuracy >= the "
@@ -141,7 +142,7 @@ def unit_stage(model: nn.Module, data, cfg: StackConfig, *, device: str = "cpu")
     else:
         percentile = cfg.percentile
         info["rule"] = "fixed --percentile"
-    thresholds = unit.calibrate(m, val_loader, percentile=percentile)
+    thresholds = unit.calibrate(m, val_loader, percentile=percentile, products=products)
     info.update(percentile=percentile, thresholds={k: v.tolist() for k, v in thresholds.items()},
                 threshold_bytes=4 * sum(int(v.numel()) for v in thresholds.values()))
     return m.eval(), info

