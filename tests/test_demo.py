@@ -45,3 +45,24 @@ def test_the_demo_stacks_the_methods_on_the_shared_base(tmp_path):
     parsed = build_parser("stack").parse_args(argv)
     assert parsed.command == "stack" and parsed.quick and parsed.model == "resnet20"
     assert parsed.checkpoint == tmp_path / "base" / "checkpoint.pt" and parsed.out == tmp_path / "stack"
+
+
+def test_the_whole_quick_demo_runs_every_method_and_the_stack_into_one_report(tmp_path, capsys):
+    """`layerwise demo --quick` end to end, once (the CI smoke run of the main job): every step's
+    results marked quick, on the 80-image subsets, and one report with a section per step."""
+    from layerwise.experiments import demo
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    for step, argv in demo.STEPS:
+        if step == "base":
+            continue
+        doc = json.loads((out / step / "results.json").read_text())
+        assert doc.get("quick") is True, step
+        assert f"== {step}: layerwise {argv[0]}" in text
+        assert f"<h2>{doc['method']}: {doc['model']} on " in page, step
+    stack = json.loads((out / "stack" / "results.json").read_text())
+    assert {"dense", "adalayer", "adalayer+unit", "adalayer+unit+lwac"} <= {v["name"] for v in stack["variants"]}
+    assert "report: " in text

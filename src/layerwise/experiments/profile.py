@@ -26,7 +26,8 @@ class ProfileOutput:
 
 
 def run_profile(spec: RunSpec, *, granularity: str = "leaf", n: int = 100, warmup: int = 10,
-                batched: int = 32) -> ProfileOutput:
+                batched: int = 32, quick: bool = False) -> ProfileOutput:
+    """The per-layer profile; ``quick`` (a smoke run) marks the results so, whatever the timings asked."""
     check_device(spec.device)
     threads = set_threads(spec.threads)
     data = load_data_for_model(spec)
@@ -56,7 +57,7 @@ def run_profile(spec: RunSpec, *, granularity: str = "leaf", n: int = 100, warmu
         extra["accuracy"] = "not evaluated: the model is untrained; pass --checkpoint PATH to evaluate it"
     variant = Variant(name="dense", accuracy=accuracy, extra=extra, **fields)
     results = Results(method="profile", model=spec.model, dataset=data.label,
-                      env=env_info(spec.device, threads, spec.seed), variants=[variant])
+                      env=env_info(spec.device, threads, spec.seed), variants=[variant], quick=quick)
     path = write_results(out_dir(spec, "profile"), results)
     return ProfileOutput(path, results, layers, {k: v.median_ms for k, v in layer_lat.items()})
 
@@ -73,11 +74,15 @@ def add_arguments(p) -> None:
     deprecated_alias(p, "--n", "--latency-n")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batched", type=int, default=32, help="batch size of the batched latency case")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 5 timed runs, 1 warm-up, batched case at 4; marked quick")
 
 
 def run_command(args, progress=None) -> CommandReport:
+    if args.quick:
+        args.latency_n, args.warmup, args.batched = 5, 1, 4
     out = run_profile(spec_from_args(args), granularity=args.granularity, n=args.latency_n, warmup=args.warmup,
-                      batched=args.batched)
+                      batched=args.batched, quick=args.quick)
     res, v = out.results, out.results.variants[0]
     rows = [[l.name, l.kind, fmt_count(l.params), fmt_count(l.macs), fmt_shape(l.input_shape),
              fmt_shape(l.output_shape), f"{out.layer_latency_ms.get(l.name, float('nan')):.3f}"]
