@@ -23,6 +23,7 @@ import argparse
 import torch
 
 from layerwise.ela.step_timing import compare_train_steps
+from layerwise.malloc import keep_freed_memory
 from layerwise.models import build_model
 from layerwise.models.mrla import mrla_blocks
 
@@ -45,6 +46,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--only", nargs="+", metavar="NAME", help="time only these variants")
     args = p.parse_args()
+    # as the command line runs: freed tensor memory reused (LAYERWISE_MALLOC=default: glibc's own settings)
+    malloc = "freed memory kept (mallopt)" if keep_freed_memory() else "the allocator's default settings"
     torch.manual_seed(0)
     shape = (args.channels, args.size, args.size)
     m = args.model
@@ -66,7 +69,7 @@ def main() -> None:
     x, y = torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,))
     res = compare_train_steps(models, x, y, rounds=args.rounds, warmup=args.warmup, threads=args.threads)
     print(f"{m}, batch {args.batch}, {args.channels}x{args.size}x{args.size}, {res['resnet'].threads} threads, "
-          f"n={args.rounds} interleaved SGD steps each (after {args.warmup} warm-up rounds)")
+          f"n={args.rounds} interleaved SGD steps each (after {args.warmup} warm-up rounds); malloc: {malloc}")
     print(f"{'variant':16s} {'wall ms (IQR)':>16s} {'thread CPU ms (IQR)':>20s} {'CPU vs resnet':>14s} "
           f"{'CPU vs mrla-b/sum':>18s}")
     for k, r in res.items():
