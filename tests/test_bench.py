@@ -136,3 +136,34 @@ def test_summary_only_runs_nothing_and_summarises_what_finished(tiny_bench, caps
     text = capsys.readouterr().out
     assert "0 runs now, 0 already done" in text and "No finished bench job yet" in text
     assert not (out / "unit-tiny").exists()
+
+
+def _cmp(b: str, diff: float, measurable: bool) -> dict:
+    return {"a": "adalayer", "b": b, "difference": diff, "measurable": measurable}
+
+
+def _compress(budget: str, comparisons: list[dict], int8_size: float) -> dict:
+    return {"key": f"compress-resnet20-b{budget}", "seeds": [0, 1, 2], "comparisons": comparisons,
+            "variants": [{"name": "adalayer", "accuracy": 0.8792, "cost_per_seed": [float(budget)] * 3},
+                         {"name": "uniform", "accuracy": 0.877, "cost_per_seed": [float(budget)] * 3},
+                         {"name": "int8-static", "accuracy": 0.885, "cost_per_seed": [int8_size] * 3}]}
+
+
+def test_the_budget_table_says_where_adalayer_wins_ties_and_loses():
+    summary = {"jobs": [
+        _compress("0.15", [_cmp("dense", -0.0009, False), _cmp("uniform", 0.0075, True),
+                           _cmp("int8-static", -0.0005, False), _cmp("adalayer-int8", 0.0, False)], 0.319),
+        {"key": "lwac-resnet20", "seeds": [0], "comparisons": [], "variants": []},
+        _compress("0.10", [_cmp("dense", -0.006, True), _cmp("uniform", 0.0021, False),
+                           _cmp("int8-static", -0.0057, True)], 0.319)]}
+    lines = bench.budget_table(summary)
+    rows = [ln for ln in lines if ln.startswith("| 0.")]
+    # sorted by budget, one column per rival, dense first; adalayer's own int8 run is not a rival
+    assert lines[2] == "| budget | seeds | adalayer % | dense | uniform | int8-static |"
+    assert rows == ["| 0.10 | 3 | 87.92 | loses (-0.60) | tie (+0.21) | loses (-0.57) |",
+                    "| 0.15 | 3 | 87.92 | tie (-0.09) | **wins** (+0.75) | tie (-0.05) |"]
+    text = "\n".join(lines)
+    # dense is not a rival: 4 comparisons, 1 win (uniform at 0.15), 2 ties, 1 loss (int8-static at 0.10)
+    assert "Against the rivals: 1 win, 2 ties and 1 loss of AdaLayerNet in 4 paired comparisons." in text
+    assert "Not at the budget's size: int8-static (0.319 at 0.10, 0.319 at 0.15 of the dense file)." in text
+    assert bench.budget_table({"jobs": summary["jobs"][:2]}) == []   # one budget: nothing to compare across

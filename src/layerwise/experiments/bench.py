@@ -318,6 +318,66 @@ def _cost_cells(v: dict) -> str:
     return f"{mean:.3f}" + (f" ({', '.join(f'{c:.3f}' for c in vals)})" if len(vals) > 1 else "")
 
 
+def _budget_of(key: str) -> float | None:
+    """0.10 for ``compress-resnet20-b0.10``; None for a job that is not a compress budget."""
+    head, _, tail = key.rpartition("-b")
+    try:
+        return float(tail) if head.startswith("compress") else None
+    except ValueError:
+        return None
+
+
+def _call(c: dict) -> str:
+    """One paired comparison of adalayer against a rival, as a table cell: ahead / tie / behind."""
+    diff = f"{100 * c['difference']:+.2f}"
+    if not c["measurable"]:
+        return f"tie ({diff})"
+    return f"**wins** ({diff})" if c["difference"] > 0 else f"loses ({diff})"
+
+
+def budget_table(summary: dict) -> list[str]:
+    """AdaLayerNet against each rival at every finished budget: where it wins, ties and loses, from
+    the paired comparisons (pt of test accuracy, adalayer minus the rival; a tie is a paired
+    interval that holds zero). Empty when fewer than two budgets finished."""
+    jobs = sorted(((b, j) for j in summary["jobs"] if (b := _budget_of(j["key"])) is not None), key=lambda t: t[0])
+    if len(jobs) < 2:
+        return []
+    # the rivals, dense first (the drop); adalayer's own int8 execution is not a rival
+    others = list(dict.fromkeys(c["b"] for _, j in jobs for c in j["comparisons"]
+                                if c["a"] == "adalayer" and not c["b"].startswith("adalayer")))
+    rivals = [r for r in others if r != "dense"]
+    columns = (["dense"] if "dense" in others else []) + rivals
+    lines = ["**AdaLayerNet across budgets** (from the compress jobs below; each cell: adalayer against dense "
+             "or a rival on the same test images, pooled over the seeds that finished: wins or loses where "
+             "the paired 95 % interval excludes zero, else tie; the difference in pt):", "",
+             "| budget | seeds | adalayer % | " + " | ".join(columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for budget, j in jobs:
+        ada = next(v for v in j["variants"] if v["name"] == "adalayer")
+        cells = {c["b"]: _call(c) for c in j["comparisons"] if c["a"] == "adalayer"}
+        lines.append(f"| {budget:.2f} | {len(j['seeds'])} | {_pct(ada['accuracy'])} | "
+                     + " | ".join(cells.get(r, "-") for r in columns) + " |")
+    calls = [_call(c).split(" ")[0].strip("*") for _, j in jobs for c in j["comparisons"]
+             if c["a"] == "adalayer" and c["b"] in rivals]
+    def n(word: str, plural: str, k: int) -> str:
+        return f"{k} {word if k == 1 else plural}"
+
+    lines += ["", f"Against the rivals: {n('win', 'wins', calls.count('wins'))}, "
+              f"{n('tie', 'ties', calls.count('tie'))} and {n('loss', 'losses', calls.count('loses'))} of "
+              f"AdaLayerNet in {len(calls)} paired comparisons."]
+    larger = {}   # rivals whose file is not at the budget (static int8 is 8 bits whatever the budget)
+    for budget, j in jobs:
+        for v in j["variants"]:
+            sizes = [c for c in v.get("cost_per_seed") or [] if c is not None]
+            if v["name"] in rivals and sizes and sum(sizes) / len(sizes) > 1.01 * budget:
+                larger.setdefault(v["name"], []).append(f"{sum(sizes) / len(sizes):.3f} at {budget:.2f}")
+    if larger:
+        lines[-1] += " Not at the budget's size: " + "; ".join(
+            f"{k} ({', '.join(w)} of the dense file)" for k, w in larger.items()) + "."
+    lines.append("")
+    return lines
+
+
 def readme_section(summary: dict) -> str:
     """The README's results section for ``summary`` (deterministic: the same summary, the same text)."""
     seeds = summary["seeds"]
@@ -335,6 +395,7 @@ def readme_section(summary: dict) -> str:
         lines += [f"Run time: {summary['run_seconds'] / 60:.0f} min in all, the sum of the runs listed below, "
                   "each under the load average it states."
                   + (f" Not run yet: {', '.join(summary['not_run'])}." if summary.get("not_run") else ""), ""]
+    lines += budget_table(summary)
     for b in summary.get("bases") or []:
         runs = b["runs"]
         lines += [f"**{b['key']}**: {b['what']}: `{runs[0]['command']}`; test accuracy "
