@@ -45,3 +45,22 @@ def test_layerwise_malloc_default_leaves_the_allocator_alone():
     _, faults_on = _probe("on")
     assert applied == 0
     assert faults_on * 3 < faults
+
+
+MEASURE = """
+import torch
+from layerwise.malloc import keep_freed_memory
+from layerwise.measure import peak_memory
+assert keep_freed_memory()
+x = torch.ones(50_000_000); del x          # 200 MB touched, then freed: kept by the process
+pm = peak_memory(lambda: float(torch.ones(50_000_000)[0]))
+print(pm.delta_bytes)
+"""
+
+
+@glibc
+def test_peak_memory_sees_a_call_that_reuses_kept_memory():
+    """Without handing the kept memory back, the second 200 MB would reuse resident pages and the
+    peak would not move (measured: a delta of 0 bytes)."""
+    out = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True)
+    assert int(out.stdout) >= 190_000_000

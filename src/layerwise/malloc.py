@@ -10,7 +10,9 @@ With the thresholds raised (``mallopt``), freed blocks are reused: 1 s of system
 :func:`keep_freed_memory` is called once by the command line before a command runs; a library
 user calls it, or sets ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` themselves. It does
 nothing outside glibc, and nothing when ``LAYERWISE_MALLOC=default`` (the allocator's own settings).
-The cost: up to ``trim`` bytes freed by the process stay mapped to it.
+The cost: up to ``TRIM`` bytes freed by the process stay mapped to it. A peak-memory measurement
+would then miss every page a call reuses from that kept memory, so
+:func:`layerwise.measure.peak_memory` runs the call inside :func:`allocator_defaults`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +32,56 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 MMAP = 1 << 30   # blocks below 1 GiB come from the heap, so freeing one keeps it for the next
 TRIM = 1 << 30   # the heap top is given back only when 1 GiB or more of it is free
 PAD = 64 << 20   # each heap growth asks the OS for 64 MiB more than needed
+KEPT = ((M_MMAP_THRESHOLD, MMAP), (M_TRIM_THRESHOLD, TRIM), (M_TOP_PAD, PAD))
+# glibc's documented defaults (mallopt(3)): 128 KiB thresholds, no top pad beyond its own
+DEFAULTS = ((M_MMAP_THRESHOLD, 128 << 10), (M_TRIM_THRESHOLD, 128 << 10), (M_TOP_PAD, 128 << 10))
+
+_kept = False   # keep_freed_memory applied in this process
+
+
+def _glibc():
+    """The C library when it is glibc (has mallopt and malloc_trim), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    ok = libc is not None and all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "gnu_get_libc_version"))
+    return libc if ok else None
+
+
+def _set(libc, settings) -> bool:
+    return all(libc.mallopt(p, v) == 1 for p, v in settings)
 
 
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds; True when it applied, False when not (not glibc,
     or ``LAYERWISE_MALLOC=default``)."""
+    global _kept
     if os.environ.get("LAYERWISE_MALLOC", "").lower() == "default":
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+    libc = _glibc()
+    if libc is None:
         log.debug("malloc: not glibc, allocator settings left as they are")
         return False
-    ok = all(mallopt(p, v) == 1 for p, v in ((M_MMAP_THRESHOLD, MMAP), (M_TRIM_THRESHOLD, TRIM), (M_TOP_PAD, PAD)))
-    if not ok:
+    _kept = _set(libc, KEPT)
+    if not _kept:
         log.debug("malloc: glibc refused a threshold; allocator settings partly left as they are")
-    return ok
+    return _kept
+
+
+@contextmanager
+def allocator_defaults() -> Iterator[None]:
+    """For the duration: glibc's default thresholds, the memory kept so far handed back to the OS
+    (``malloc_trim``), so that every page the body touches is a fresh one; the kept settings are
+    restored afterwards. Does nothing when :func:`keep_freed_memory` did not apply."""
+    libc = _glibc() if _kept else None
+    if libc is None:
+        yield
+        return
+    _set(libc, DEFAULTS)
+    libc.malloc_trim(0)
+    try:
+        yield
+    finally:
+        _set(libc, KEPT)

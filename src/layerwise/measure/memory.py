@@ -30,6 +30,7 @@ import psutil
 import torch
 
 from ..errors import LayerwiseError
+from ..malloc import allocator_defaults
 from ._util import device_of
 
 
@@ -131,11 +132,11 @@ def peak_memory(fn: Callable, *args: Any, device: str | torch.device | None = No
     if method not in ("auto", "vmhwm", "sampled"):
         raise LayerwiseError(f"unknown memory method {method!r}: use 'auto', 'vmhwm' or 'sampled'")
     root = Path(proc_root)
-    if method == "sampled":
-        return _peak_sampled(fn, args, interval_s)
-    if _vmhwm_available(root):
-        return _peak_vmhwm(fn, args, root)
-    if method == "vmhwm":
+    use_vmhwm = method != "sampled" and _vmhwm_available(root)
+    if method == "vmhwm" and not use_vmhwm:
         raise LayerwiseError(f"cannot reset the peak RSS: {root}/self/clear_refs is missing or not writable "
                              "(use method='auto' to fall back to sampling)")
-    return _peak_sampled(fn, args, interval_s)
+    # resident pages only count when fresh: memory the process kept after earlier frees
+    # (layerwise.malloc) is handed back first, so the call's own pages are all seen
+    with allocator_defaults():
+        return _peak_vmhwm(fn, args, root) if use_vmhwm else _peak_sampled(fn, args, interval_s)
