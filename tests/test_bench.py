@@ -167,3 +167,5 @@ def test_the_budget_table_says_where_adalayer_wins_ties_and_loses():
     assert "Against the rivals: 1 win, 2 ties and 1 loss of AdaLayerNet in 4 paired comparisons." in text
     assert "Not at the budget's size: int8-static (0.319 at 0.10, 0.319 at 0.15 of the dense file)." in text
     assert bench.budget_table({"jobs": summary["jobs"][:2]}) == []   # one budget: nothing to compare across
+    summary["jobs"][0]["quick"] = True                                # a smoke run is no result
+    assert bench.budget_table(summary) == []

@@ -49,7 +49,7 @@ def test_the_demo_stacks_the_methods_on_the_shared_base(tmp_path):
 
 def test_the_whole_quick_demo_runs_every_method_and_the_stack_into_one_report(tmp_path, capsys):
     """`layerwise demo --quick` end to end, once (the CI smoke run of the main job): every step's
-    results marked quick, on the 80-image subsets, and one report with a section per step."""
+    results marked quick, and one report with a section per step."""
     from layerwise.experiments import demo
 
     out = tmp_path / "demo"

@@ -10,7 +10,7 @@ With the thresholds raised (``mallopt``), freed blocks are reused: 1 s of system
 :func:`keep_freed_memory` is called once by the command line before a command runs; a library
 user calls it, or sets ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` themselves. It does
 nothing outside glibc, and nothing when ``LAYERWISE_MALLOC=default`` (the allocator's own settings).
-The cost: up to ``TRIM`` bytes freed by the process stay mapped to it. A peak-memory measurement
+The cost: freed memory stays mapped to the process (the heap top up to ``TRIM`` bytes). A peak-memory measurement
 would then miss every page a call reuses from that kept memory, so
 :func:`layerwise.measure.peak_memory` runs the call inside :func:`allocator_defaults`.
 """
@@ -30,33 +30,40 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 MMAP = 1 << 30   # blocks below 1 GiB come from the heap, so freeing one keeps it for the next
+MMAP_OLD = 32 << 20   # glibc before 2.35 refuses an mmap threshold above 32 MiB (HEAP_MAX_SIZE / 2)
 TRIM = 1 << 30   # the heap top is given back only when 1 GiB or more of it is free
 PAD = 64 << 20   # each heap growth asks the OS for 64 MiB more than needed
-KEPT = ((M_MMAP_THRESHOLD, MMAP), (M_TRIM_THRESHOLD, TRIM), (M_TOP_PAD, PAD))
-# glibc's documented defaults (mallopt(3)): 128 KiB thresholds, no top pad beyond its own
+# glibc's initial values (mallopt(3)); setting them explicitly also ends glibc's dynamic growth of
+# the mmap threshold, so inside allocator_defaults every block of 128 KiB or more is a fresh mmap
 DEFAULTS = ((M_MMAP_THRESHOLD, 128 << 10), (M_TRIM_THRESHOLD, 128 << 10), (M_TOP_PAD, 128 << 10))
 
-_kept = False   # keep_freed_memory applied in this process
+_kept: tuple = ()      # the settings keep_freed_memory applied in this process
+_libc: list = []       # the C library handle, looked up once ([None] when it is not glibc)
 
 
 def _glibc():
-    """The C library when it is glibc (has mallopt and malloc_trim), else None."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    ok = libc is not None and all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "gnu_get_libc_version"))
-    return libc if ok else None
+    """The C library when it is glibc (has mallopt and malloc_trim), else None; looked up once."""
+    if not _libc:
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+        except OSError:
+            libc = None
+        ok = libc is not None and all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "gnu_get_libc_version"))
+        if ok:
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        _libc.append(libc if ok else None)
+    return _libc[0]
 
 
-def _set(libc, settings) -> bool:
-    return all(libc.mallopt(p, v) == 1 for p, v in settings)
+def _set(libc, settings) -> tuple:
+    """Apply each (parameter, value); the ones glibc accepted."""
+    return tuple((p, v) for p, v in settings if libc.mallopt(p, v) == 1)
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds; True when it applied, False when not (not glibc,
-    or ``LAYERWISE_MALLOC=default``)."""
+    """Raise glibc's mmap and trim thresholds; True when they applied, False when not (not glibc,
+    or ``LAYERWISE_MALLOC=default``). Overrides ``MALLOC_*_`` environment settings of the process."""
     global _kept
     if os.environ.get("LAYERWISE_MALLOC", "").lower() == "default":
         return False
@@ -64,24 +71,28 @@ def keep_freed_memory() -> bool:
     if libc is None:
         log.debug("malloc: not glibc, allocator settings left as they are")
         return False
-    _kept = _set(libc, KEPT)
-    if not _kept:
-        log.debug("malloc: glibc refused a threshold; allocator settings partly left as they are")
-    return _kept
+    mmap = _set(libc, ((M_MMAP_THRESHOLD, MMAP),)) or _set(libc, ((M_MMAP_THRESHOLD, MMAP_OLD),))
+    _kept = mmap + _set(libc, ((M_TRIM_THRESHOLD, TRIM), (M_TOP_PAD, PAD)))
+    if len(_kept) < 3:
+        log.info("malloc: glibc refused some thresholds (applied: %s); freed memory is only partly kept", _kept)
+    return bool(mmap) and len(_kept) == 3
 
 
 @contextmanager
 def allocator_defaults() -> Iterator[None]:
-    """For the duration: glibc's default thresholds, the memory kept so far handed back to the OS
-    (``malloc_trim``), so that every page the body touches is a fresh one; the kept settings are
-    restored afterwards. Does nothing when :func:`keep_freed_memory` did not apply."""
-    libc = _glibc() if _kept else None
+    """For the duration: glibc's default thresholds and the freed memory the process holds handed
+    back to the OS (``malloc_trim``), so that every page the body touches is a fresh one; the kept
+    settings are restored afterwards. Only the trim when :func:`keep_freed_memory` did not apply
+    (memory kept by ``MALLOC_*_`` environment settings is handed back too); nothing outside glibc."""
+    libc = _glibc()
     if libc is None:
         yield
         return
-    _set(libc, DEFAULTS)
+    if _kept:
+        _set(libc, DEFAULTS)
     libc.malloc_trim(0)
     try:
         yield
     finally:
-        _set(libc, KEPT)
+        if _kept:
+            _set(libc, _kept)

@@ -337,9 +337,13 @@ def _call(c: dict) -> str:
 
 def budget_table(summary: dict) -> list[str]:
     """AdaLayerNet against each rival at every finished budget: where it wins, ties and loses, from
-    the paired comparisons (pt of test accuracy, adalayer minus the rival; a tie is a paired
-    interval that holds zero). Empty when fewer than two budgets finished."""
-    jobs = sorted(((b, j) for j in summary["jobs"] if (b := _budget_of(j["key"])) is not None), key=lambda t: t[0])
+    the paired comparisons (pt of test accuracy, adalayer minus the rival; a tie is a difference
+    that is not measurable: a paired interval that holds zero, or McNemar p >= 0.05). Quick runs
+    are left out. Empty when fewer than two budgets finished."""
+    # smoke runs (--quick) are no result to compare; a job without an adalayer row has nothing to say
+    jobs = sorted(((b, j) for j in summary["jobs"] if (b := _budget_of(j["key"])) is not None
+                   and not j.get("quick") and any(v["name"] == "adalayer" and v.get("accuracy") is not None
+                                                  for v in j["variants"])), key=lambda t: t[0])
     if len(jobs) < 2:
         return []
     # the rivals, dense first (the drop); adalayer's own int8 execution is not a rival
@@ -349,7 +353,8 @@ def budget_table(summary: dict) -> list[str]:
     columns = (["dense"] if "dense" in others else []) + rivals
     lines = ["**AdaLayerNet across budgets** (from the compress jobs below; each cell: adalayer against dense "
              "or a rival on the same test images, pooled over the seeds that finished: wins or loses where "
-             "the paired 95 % interval excludes zero, else tie; the difference in pt):", "",
+             "the difference is measurable (paired 95 % interval excludes zero and McNemar p < 0.05), else "
+             "tie; the difference in pt):", "",
              "| budget | seeds | adalayer % | " + " | ".join(columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
     for budget, j in jobs:

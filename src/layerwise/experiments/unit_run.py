@@ -212,7 +212,9 @@ class UnitSweep:
     percentile: float
     run: CountedRun                 # test, at ``percentile``
     runs: dict[float, CountedRun]   # test, at every swept percentile
-    products: dict                  # the val |x*w| samples every calibration of this model reuses
+    products: dict | None           # the val |x*w| samples every calibration of this model reuses;
+    #                                 set to None once no calibration needs them (up to 8 MB a layer,
+    #                                 which would otherwise stay in the process's peak memory)
 
 
 def _unit_sweep(plain: nn.Module, data, cfg: UnitRunConfig, percentiles: list[float],
@@ -443,6 +445,7 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
 
         # combos ------------------------------------------------------------------------
         um = _unit_sweep(mag_model, data, cfg, percentiles, model_macs, device, val_dense, x_val)
+        um.products = None
         um_model, um_curve, um_run = um.model, um.curve, um.run
         ev["unit+magnitude"] = Evaluated("unit+magnitude", um_model, um_run,
                                          cost("unit+magnitude", um_model, um_run, cfg.division),
@@ -450,6 +453,7 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
                                           "percentile_choice": um.choice.to_json() if um.choice else None,
                                           "sweep": um_curve})
         uf = _unit_sweep(fat_model, data, cfg, percentiles, model_macs, device, val_dense, x_val)
+        uf.products = None
         uf_model, uf_curve, uf_run = uf.model, uf.curve, uf.run
         ev["unit+fatrelu"] = Evaluated("unit+fatrelu", uf_model, uf_run,
                                        cost("unit+fatrelu", uf_model, uf_run, cfg.division),
@@ -462,6 +466,7 @@ def run_unit(spec: RunSpec, cfg: UnitRunConfig, progress=None) -> tuple[Results,
         div_check = check_divisions(unit_model, x_val)
         div_costs = _division_costs(base, data, cfg, percentiles, model_macs, device, val_dense,
                                     x_val, us)
+        us.products = None
         x_few = torch.stack([data.test[i][0] for i in range(min(len(data.test), 4))]).to(device)
         agreement = [a.to_json() for a in model_agreement(unit_model, x_few)]
         kernel = time_model_kernels(unit_model, x1, reps=20 if cfg.quick else 100)

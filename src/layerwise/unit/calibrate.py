@@ -303,8 +303,8 @@ def collect_products(model: nn.Module, loader: Iterable, *, groups: int | None =
 def _given_products(model: nn.Module, products: dict[str, list[Tensor]], groups: int | None
                     ) -> dict[str, list[Tensor]]:
     """``products`` checked against the model's UnIT layers and threshold groups."""
-    layers = unit_layers(model)
-    want = _layer_groups(layers, groups)
+    want = {name: groups if groups is not None else m.threshold_groups  # as _layer_groups, unlogged
+            for name, m in unit_layers(model)}
     missing = sorted(set(want) - set(products))
     extra = sorted(set(products) - set(want))
     if missing or extra:
