@@ -18,6 +18,7 @@ peak of torch's caching allocator on that device (not other processes, not the C
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import threading
@@ -136,7 +137,9 @@ def peak_memory(fn: Callable, *args: Any, device: str | torch.device | None = No
     if method == "vmhwm" and not use_vmhwm:
         raise LayerwiseError(f"cannot reset the peak RSS: {root}/self/clear_refs is missing or not writable "
                              "(use method='auto' to fall back to sampling)")
-    # resident pages only count when fresh: memory the process kept after earlier frees
-    # (layerwise.malloc) is handed back first, so the call's own pages are all seen
+    # resident pages only count when fresh: garbage from before the call is collected now (not while
+    # it runs, which would lower the peak it reports), and memory the process kept after earlier
+    # frees (layerwise.malloc) is handed back, so the call's own pages are all seen
+    gc.collect()
     with allocator_defaults():
         return _peak_vmhwm(fn, args, root) if use_vmhwm else _peak_sampled(fn, args, interval_s)
