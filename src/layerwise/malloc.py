@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -38,22 +39,20 @@ PAD = 64 << 20   # each heap growth asks the OS for 64 MiB more than needed
 DEFAULTS = ((M_MMAP_THRESHOLD, 128 << 10), (M_TRIM_THRESHOLD, 128 << 10), (M_TOP_PAD, 128 << 10))
 
 _kept: tuple = ()      # the settings keep_freed_memory applied in this process
-_libc: list = []       # the C library handle, looked up once ([None] when it is not glibc)
 
 
+@functools.cache
 def _glibc():
     """The C library when it is glibc (has mallopt and malloc_trim), else None; looked up once."""
-    if not _libc:
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-        except OSError:
-            libc = None
-        ok = libc is not None and all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "gnu_get_libc_version"))
-        if ok:
-            libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        _libc.append(libc if ok else None)
-    return _libc[0]
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    if libc is None or not all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "gnu_get_libc_version")):
+        return None
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return libc
 
 
 def _set(libc, settings) -> tuple:

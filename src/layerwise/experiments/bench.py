@@ -327,12 +327,17 @@ def _budget_of(key: str) -> float | None:
         return None
 
 
-def _call(c: dict) -> str:
-    """One paired comparison of adalayer against a rival, as a table cell: ahead / tie / behind."""
-    diff = f"{100 * c['difference']:+.2f}"
+def _verdict(c: dict) -> str:
+    """wins / tie / loses: one paired comparison of adalayer against a rival."""
     if not c["measurable"]:
-        return f"tie ({diff})"
-    return f"**wins** ({diff})" if c["difference"] > 0 else f"loses ({diff})"
+        return "tie"
+    return "wins" if c["difference"] > 0 else "loses"
+
+
+def _call(c: dict) -> str:
+    """The comparison as a table cell: its verdict (wins in bold) and the difference in pt."""
+    v = _verdict(c)
+    return f"{'**wins**' if v == 'wins' else v} ({100 * c['difference']:+.2f})"
 
 
 def budget_table(summary: dict) -> list[str]:
@@ -362,7 +367,7 @@ def budget_table(summary: dict) -> list[str]:
         cells = {c["b"]: _call(c) for c in j["comparisons"] if c["a"] == "adalayer"}
         lines.append(f"| {budget:.2f} | {len(j['seeds'])} | {_pct(ada['accuracy'])} | "
                      + " | ".join(cells.get(r, "-") for r in columns) + " |")
-    calls = [_call(c).split(" ")[0].strip("*") for _, j in jobs for c in j["comparisons"]
+    calls = [_verdict(c) for _, j in jobs for c in j["comparisons"]
              if c["a"] == "adalayer" and c["b"] in rivals]
     def n(word: str, plural: str, k: int) -> str:
         return f"{k} {word if k == 1 else plural}"
