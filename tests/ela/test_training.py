@@ -154,3 +154,33 @@ def test_command_controls_remove_as_many_layers_as_ela_and_are_compared_with_it(
     load_weights(fresh, tmp_path / "seed0" / "ela" / "checkpoint.pt")
     assert [n for n, b in mrla_blocks(fresh) if b.skip_attention] == ela_skipped
     assert "CPU s per epoch" in capsys.readouterr().out
+
+
+def test_command_variants_trains_only_the_controls_beside_ela(tmp_path, capsys):
+    code = main(["ela", "--model", "resnet20", "--dataset", "digits", "--size", "8", "--channels", "3",
+                 "--quick", "--threads", "1", "--out", str(tmp_path), "--controls", "--gamma", "1.0",
+                 "--variants", "ela-random", "ela"])
+    assert code == 0
+    doc = read_results(tmp_path)
+    by = {v["name"]: v for v in doc["variants"]}
+    assert list(by) == ["ela", "ela-random"]  # the run's order, not the flag's
+    assert len(by["ela-random"]["extra"]["skipped_per_seed"][0]) == len(by["ela"]["extra"]["skipped_per_seed"][0])
+    assert {(c["a"], c["b"]) for c in doc["comparisons"]} == {("ela", "ela-random")}
+    assert "epoch_time_ratio_vs_mrla_b" not in by["ela"]["extra"]  # no MRLA-B trained: no ratio to it
+    assert by["ela"]["extra"]["step_time_ms"]["n"] >= 1 and "step_time_ms" not in by["ela-random"]["extra"]
+    assert sorted(p.name for p in tmp_path.glob("seed0/*")) == ["ela", "ela-random"]
+    out = capsys.readouterr().out
+    assert "not trained in this run (--variants): resnet, mrla-b, mrla-l" in out
+    assert "ELA - MRLA" not in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "ela-random"], "--variants ela-random: not a variant of this run"),
+    (["--variants", "mrla-b"], "--variants must include ela"),
+])
+def test_command_variants_rejects_names_it_cannot_train(tmp_path, capsys, argv, message):
+    assert main(["ela", "--model", "resnet20", "--dataset", "digits", "--quick", "--out", str(tmp_path),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not list(tmp_path.iterdir())  # refused before anything was written

@@ -11,7 +11,10 @@ trained models is also measured side by side over several batches and rounds.
 further ELA variants; ``--controls`` adds two controls that remove as many attention layers as ELA
 did, window by window, without looking at the KL: at random (``ela-random``, drawn with the seed)
 and at evenly spaced positions (``ela-position``); ``--gamma-sweep`` adds ELA with other EBQM
-quantiles (``ela-q0.25`` ...). Each is compared with ELA on the same test images.
+quantiles (``ela-q0.25`` ...). Each is compared with ELA on the same test images. ``--variants``
+trains only some of these (ELA always among them), e.g. ``--controls --variants ela ela-random
+ela-position`` for the controls alone: what is not trained is left out of the timings, ratios and
+comparisons, and the results say which variants were trained.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class ElaOptions:
     gamma_sweep: tuple[float, ...] = ()
     schedule: str = "cosine"
     attention_drop_path: float = 0.0
+    variants: tuple[str, ...] = ()  # train only these of the run's variants (empty: all of them)
 
     def variant_names(self) -> list[str]:
         names = list(VARIANTS)
@@ -95,7 +99,19 @@ class ElaOptions:
         if self.controls:
             names += list(CONTROLS)
         names += [gamma_variant(g) for g in self.gamma_sweep]
-        return list(dict.fromkeys(names))
+        names = list(dict.fromkeys(names))
+        if not self.variants:
+            return names
+        unknown = [v for v in self.variants if v not in names]
+        if unknown:
+            hint = " (ela-random and ela-position need --controls, the ablations --ablation, ela-q<GAMMA> " \
+                   "--gamma-sweep)"
+            raise LayerwiseError(f"--variants {' '.join(unknown)}: not a variant of this run; choose from "
+                                 f"{', '.join(names)}{hint}")
+        if "ela" not in self.variants:
+            raise LayerwiseError("--variants must include ela: it is what this command measures, and the "
+                                 "controls and ablations are compared with it (e.g. --variants ela mrla-b)")
+        return [n for n in names if n in self.variants]
 
 
 def other_norm_variant(kl_norm: str) -> str:
@@ -305,6 +321,7 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
     if spec.checkpoint is not None:
         raise LayerwiseError("ela trains every variant from scratch (skipping happens during training): "
                              "drop --checkpoint")
+    names = opts.variant_names()  # a bad --variants fails here, before any data is read
     threads = set_threads(spec.threads)
     base = base_model(spec.model)
     spec = dataclasses.replace(spec, model=base)
@@ -318,7 +335,6 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
         data = dataclasses.replace(data, train=Subset(data.train, range(min(opts.train_limit, len(data.train)))))
     opts.ela.validate(opts.epochs)
     directory = out_dir(spec, "ela")
-    names = opts.variant_names()
 
     runs: list[VariantRun] = []
     for i, seed in enumerate(opts.seeds):
@@ -337,13 +353,17 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
         if len(batches) >= opts.step_batches:
             break
     log.info("timing training steps side by side (%d rounds over %d batches)", opts.step_rounds, len(batches))
-    steps = compare_train_steps({n: models[n] for n in VARIANTS}, batches, rounds=opts.step_rounds, warmup=2,
+    timed = [n for n in VARIANTS if n in names]  # the four models this command compares, those trained
+    steps = compare_train_steps({n: models[n] for n in timed}, batches, rounds=opts.step_rounds, warmup=2,
                                 threads=threads)
-    lat = compare_latency({n: (models[n], x1) for n in VARIANTS}, n=opts.latency_n, warmup=3, threads=threads)
+    lat = compare_latency({n: (models[n], x1) for n in timed}, n=opts.latency_n, warmup=3, threads=threads)
 
     val_loader = make_loader(data.val, 64)
-    maps = {n: capture_distributions(models[n], val_loader, spec.device) for n in ("mrla-b", "mrla-l", "ela")}
-    layer_order = [layer.name for layer in find_attention_layers(models["mrla-b"])]
+    maps = {n: capture_distributions(models[n], val_loader, spec.device)
+            for n in ("mrla-b", "mrla-l", "ela") if n in names}
+    layer_order = [layer.name for layer in find_attention_layers(models["ela"])]
+    mrla_b_epoch = _median_iqr([t for r in runs if r.name == "mrla-b" for t in r.epoch_times])[0] \
+        if "mrla-b" in names else None
 
     variants = []
     for n in names:
@@ -391,9 +411,10 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
         }
         if n in steps:
             extra["step_time_ms"] = steps[n].to_json()
-            extra["step_time_ratio_vs_mrla_b"] = steps[n].median_ms / steps["mrla-b"].median_ms
-        extra["epoch_time_ratio_vs_mrla_b"] = med / _median_iqr(
-            [t for r in runs if r.name == "mrla-b" for t in r.epoch_times])[0]
+            if "mrla-b" in steps:
+                extra["step_time_ratio_vs_mrla_b"] = steps[n].median_ms / steps["mrla-b"].median_ms
+        if mrla_b_epoch is not None:
+            extra["epoch_time_ratio_vs_mrla_b"] = med / mrla_b_epoch
         if n != "resnet":
             extra["attention_layers"] = len(mrla_blocks(model))
         if n.startswith("ela"):
@@ -415,7 +436,7 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
             extra={k: v for k, v in extra.items() if not (k == "latency_ms" and v is None)}))
 
     figs = _figures(directory, base, data.label, maps, layer_order, first["ela"].events,
-                    {n: first[n].epoch_times for n in VARIANTS})
+                    {n: first[n].epoch_times for n in timed})
     env = env_info(spec.device, threads, spec.seed)
     if len(opts.seeds) > 1:
         env["seeds"] = list(opts.seeds)
@@ -431,7 +452,7 @@ def run_ela(spec: RunSpec, opts: ElaOptions, progress=None) -> ElaOutput:
 def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
     """ELA against MRLA-B, MRLA-L and ResNet and against each control; each ablation, KL
     normalisation and gamma of the sweep (when trained) against ELA."""
-    return list(COMPARE) + [("ela", n) for n in names if n in CONTROLS] + \
+    return [(a, b) for a, b in COMPARE if b in names] + [("ela", n) for n in names if n in CONTROLS] + \
         [(n, "ela") for n in names if n.startswith("ela-") and n not in CONTROLS]
 
 
@@ -524,6 +545,9 @@ def add_arguments(p) -> None:
     p.add_argument("--controls", action="store_true",
                    help="also train ela-random and ela-position: as many layers removed as ELA, chosen at "
                         "random / at evenly spaced positions, without the KL")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="train only these of the run's variants (ela always among them), e.g. --controls "
+                        "--variants ela ela-random ela-position; what is left out is not timed or compared")
     p.add_argument("--gamma-sweep", type=float, nargs="+", metavar="GAMMA", default=(),
                    help="also train ELA with these EBQM quantiles (variants ela-q<GAMMA>)")
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
@@ -559,7 +583,7 @@ def options_from_args(args) -> ElaOptions:
                       train_limit=None,   # --train-limit: a stratified subset, in load_data_for_model
                       controls=args.controls, gamma_sweep=tuple(dict.fromkeys(args.gamma_sweep)),
                       schedule=args.schedule, attention_drop_path=args.attention_drop_path,
-                      full_train=args.full_train)
+                      full_train=args.full_train, variants=tuple(dict.fromkeys(args.variants or ())))
 
 
 def report_text(out: ElaOutput) -> str:
@@ -575,9 +599,9 @@ def report_text(out: ElaOutput) -> str:
         skipped = e.get("skipped_per_seed")
         rows.append([
             x.name, e["model"], acc, ci_text, fmt_count(x.params), fmt_count(x.macs_executed),
-            f"{e['epoch_time_s']:.1f} ({e['epoch_time_iqr_s']:.1f})", f"{e['epoch_time_ratio_vs_mrla_b']:.2f}",
+            f"{e['epoch_time_s']:.1f} ({e['epoch_time_iqr_s']:.1f})", _ratio_text(e.get("epoch_time_ratio_vs_mrla_b")),
             f"{step['median']:.0f} ({step['iqr']:.0f})" if step else "-",
-            f"{e['step_time_ratio_vs_mrla_b']:.2f}" if step else "-",
+            _ratio_text(e.get("step_time_ratio_vs_mrla_b")),
             "/".join(str(len(s)) for s in skipped) + f" of {e['attention_layers']}" if skipped else "-",
         ])
     seeds = v["ela"].extra["seeds"]
@@ -593,8 +617,8 @@ def report_text(out: ElaOutput) -> str:
         "",
         "epoch s: median (IQR) over epochs (and seeds) of the training loop's time; the variants trained with "
         "alternating epochs, one at a time, order rotating each round;",
-        "step ms: one SGD step, the four variants interleaved round-robin on the same batches "
-        f"(n={v['ela'].extra['step_time_ms']['n']} each over {v['ela'].extra['step_time_ms']['batches']} "
+        f"step ms: one SGD step, {', '.join(n for n in VARIANTS if n in v)} interleaved round-robin on the same "
+        f"batches (n={v['ela'].extra['step_time_ms']['n']} each over {v['ela'].extra['step_time_ms']['batches']} "
         f"batches of {v['ela'].extra['step_time_ms']['batch']}).",
         "CPU s per epoch (training thread / whole process): " + ", ".join(
             f"{x.name} {x.extra['epoch_thread_cpu_s']:.1f}/{x.extra['epoch_process_cpu_s']:.1f}"
@@ -605,12 +629,16 @@ def report_text(out: ElaOutput) -> str:
         lines.append(f"ELA seed {seeds[0]}: end of epochs {ev['window'][0]}-{ev['window'][1]}: skipped "
                      f"{', '.join(ev['skipped']) or 'none'} ({ev['skipped_total']} in total; KL {ev['kl_norm']}"
                      f"{rule})")
-    ela, mb, ml = v["ela"], v["mrla-b"], v["mrla-l"]
+    ela, mb, ml = v["ela"], v.get("mrla-b"), v.get("mrla-l")
+    if mb is not None:
+        lines.append(f"ELA / MRLA-B epoch time: {ela.extra['epoch_time_ratio_vs_mrla_b']:.2f}  "
+                     f"(step time, interleaved: {ela.extra['step_time_ratio_vs_mrla_b']:.2f})")
+    lines += [f"ELA - {ref.name.upper()} test accuracy: {100 * (ela.accuracy - ref.accuracy):+.2f} points"
+              for ref in (ml, mb) if ref is not None]
+    untrained = [n for n in VARIANTS if n not in v]
+    if untrained:
+        lines.append(f"not trained in this run (--variants): {', '.join(untrained)}")
     lines += [
-        f"ELA / MRLA-B epoch time: {ela.extra['epoch_time_ratio_vs_mrla_b']:.2f}  "
-        f"(step time, interleaved: {ela.extra['step_time_ratio_vs_mrla_b']:.2f})",
-        f"ELA - MRLA-L test accuracy: {100 * (ela.accuracy - ml.accuracy):+.2f} points; "
-        f"ELA - MRLA-B: {100 * (ela.accuracy - mb.accuracy):+.2f} points",
         "95% CI: Wilson interval of the test accuracy" + (f" (on the test predictions pooled over the "
                                                          f"{len(seeds)} seeds)" if len(seeds) > 1 else "")
         + "; paired on the same test images (bootstrap 95 % CI of the difference, exact McNemar"
@@ -620,6 +648,10 @@ def report_text(out: ElaOutput) -> str:
         f"wrote {out.results_path}",
     ]
     return "\n".join(lines)
+
+
+def _ratio_text(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def run_command(args, progress=None) -> CommandReport:
