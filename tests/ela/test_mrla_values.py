@@ -19,7 +19,8 @@ from layerwise.models.mrla_values import ValueStore, weighted_values
 from layerwise.models.registry import ModelConfigError
 
 
-def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0, use_last: bool = True):
+def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0, use_last: bool = True,
+           poison: bool = False):
     """n layers of a toy stage: v_t = w_t * x_t, a_t = softmax(P x_t-pooled . keys), x_{t+1} = tanh(x_t + O_t)."""
     gen = torch.Generator().manual_seed(seed)
     b, g, d, h, w = 3, 2, 4, 3, 5
@@ -45,6 +46,8 @@ def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0, use_
         x = torch.tanh(x + out)
     if not use_last:  # the last layer's output never reaches the loss: its backward never runs
         x, outs = xs[-1], outs[:-1]
+    if poison:  # a gradient buffer full of NaN: a slot read before it is written or zeroed shows
+        store.grads = torch.full((b * g, n, d * h * w), float("nan"), dtype=dtype)
     loss = (x * target).sum() + 0.1 * sum((o ** 2).sum() for o in outs)
     leaves = [x0, proj, *ws]
     grads = torch.autograd.grad(loss, leaves, materialize_grads=True)  # an unused w_t: zeros
@@ -56,17 +59,18 @@ def _chain(n: int, dtype, buffered: bool, capacity: int = 4, seed: int = 0, use_
 @pytest.mark.parametrize("n,capacity", [(1, 4), (5, 4), (6, 2)])  # (6, 2): the buffer grows twice
 def test_buffered_sum_equals_the_explicit_sum_forward_and_gradients(dtype, tol, n, capacity):
     out_ref, g_ref = _chain(n, dtype, buffered=False)
-    out, g = _chain(n, dtype, buffered=True, capacity=capacity)
+    out, g = _chain(n, dtype, buffered=True, capacity=capacity, poison=True)
     for a, e in zip(out, out_ref):
         torch.testing.assert_close(a, e, **tol)
     for a, e in zip(g, g_ref):
         torch.testing.assert_close(a, e, **tol)
 
 
-def test_a_last_layer_whose_output_never_reaches_the_loss():
+@pytest.mark.parametrize("poison", [False, True])
+def test_a_last_layer_whose_output_never_reaches_the_loss(poison):
     # its backward never runs, so its slot of stored output gradients must count as zero
     out_ref, g_ref = _chain(5, torch.float64, buffered=False, use_last=False)
-    out, g = _chain(5, torch.float64, buffered=True, use_last=False)
+    out, g = _chain(5, torch.float64, buffered=True, use_last=False, poison=poison)
     for a, e in zip(out + list(g), out_ref + list(g_ref)):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
 

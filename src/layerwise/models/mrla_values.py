@@ -23,7 +23,8 @@ can be avoided is copying and re-reading more than needed:
   layer's of the stage: O_t feeds x_t, every later x_{t'} depends on x_t, and V_{t'} = F_v(x_{t'})
   joins layer t''s product, so dL/dx_t (hence G_t) is complete only after those nodes ran. Each
   layer stores its G_t (and the attention rows are stored in the forward) for the earlier layers;
-  slots of later layers whose output never reached the loss stay zero.
+  the slot of a later layer whose output never reached the loss (its backward never ran) is zeroed
+  when first read; the buffer is not zero-filled as a whole (a full pass over it).
 
 Outputs and gradients equal the stacked reference up to float32 summation order (tested against
 an explicit computation). One backward per forward; a second backward over a retained graph
@@ -45,6 +46,7 @@ class ValueStore:
         self.values: torch.Tensor | None = None  # [b*g, capacity, D]: V_s in slot s
         self.attn: torch.Tensor | None = None  # [b*g, capacity, capacity]: row t holds a_{t, 0..t}
         self.grads: torch.Tensor | None = None  # [b*g, capacity, D]: G_t in slot t (backward only)
+        self.written: set[int] = set()  # slots of ``grads`` that hold a G_t (or were zeroed)
 
     def _grow(self, capacity: int) -> None:
         values = self.values.new_empty(self.values.shape[0], capacity, self.values.shape[2])
@@ -94,9 +96,17 @@ class _WeightedValues(torch.autograd.Function):
             grad_attn = torch.bmm(g, store.values[:, :t + 1].transpose(1, 2)).view(-1, ctx.heads, t + 1)
         if ctx.needs_input_grad[1]:  # dL/dV_t = sum_{t' >= t} a_{t',t} G_{t'}
             if store.grads is None or store.grads.shape[1] < store.count:
-                store.grads = store.values.new_zeros(bg, store.count, width)
+                # not zero-filled (a full pass over the stage's buffer): each layer's backward writes
+                # its own slot, and only the slots of layers that never ran backward are zeroed below
+                store.grads = store.values.new_empty(bg, store.count, width)
+                store.written = set()
             store.grads[:, t].copy_(g.view(bg, width))
+            store.written.add(t)
             n = store.count
+            for s in range(t + 1, n):  # a later layer whose output never reached the loss: G = 0
+                if s not in store.written:
+                    store.grads[:, s].zero_()
+                    store.written.add(s)
             weights = store.attn[:, t:n, t].unsqueeze(1)  # a_{t', t} for t' = t .. n-1: [b*g, 1, n-t]
             grad_v = torch.bmm(weights, store.grads[:, t:n]).view(ctx.v_shape)
         return grad_attn, grad_v, None
