@@ -30,7 +30,7 @@ def test_arm_stats_against_the_budget():
 
 
 def test_spinner_spins_and_is_reaped():
-    with spinners(1, same_core=False) as procs:
+    with spinners(1, placement="os") as procs:
         (p,) = procs
         ps = psutil.Process(p.pid)
         t0 = sum(ps.cpu_times()[:2])
@@ -53,6 +53,22 @@ def test_spinners_are_stopped_and_affinity_restored_on_an_exception():
     assert all(_gone(pid) for pid in pids)
     if before is not None:
         assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two cores to place the spinner beside this process")
+@pytest.mark.parametrize("placement, same", [("same", True), ("other", False)])
+def test_spinner_placement_pins_it_on_or_beside_this_process_core(placement, same):
+    before = os.sched_getaffinity(0)
+    with spinners(1, placement=placement) as (p,):
+        mine = os.sched_getaffinity(0)
+        theirs = psutil.Process(p.pid).cpu_affinity()
+        assert len(mine) == 1 and len(theirs) == 1
+        assert (set(theirs) == mine) is same
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(LWACError, match="placement 'elsewhere': use one of same, other, os"):
+        with spinners(1, placement="elsewhere"):
+            pass
 
 
 def test_a_spinner_exits_when_its_parent_is_gone():

@@ -99,6 +99,7 @@ def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_pat
     # --contention: the absolute budget's variant carries the report, and the command prints its verdict
     c = by["lwac@1.5ms"]["extra"]["budget"]["contention"]
     assert c["budget_ms"] == 1.5 and c["cores"] == 1 and c["phases"]["contended"]["lwac"]["n"] == 10
+    assert c["placement"] == "same" and "on this process's core" in c["verdict"]
     assert set(c["phases"]["contended"]) == {"lwac", "dense", "floor"}
     assert c["verdict"] in text
     import psutil

@@ -30,7 +30,7 @@ from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
 from ..lwac.shallow import ShallowFamily, nearest_by_latency, pick_depths, shallow_family
-from ..lwac.contention import measure_under_contention
+from ..lwac.contention import PLACEMENTS, measure_under_contention
 from .common import limit_split
 from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
@@ -74,6 +74,7 @@ class LWACOptions:
     shallow_max: int = 3  # at most this many shallower nets (automatic choice)
     contention: int = 0  # spinner processes, each loading one core, while the absolute budgets are measured
     contention_n: int = 300  # inputs per arm in the contention measurement (not cut by --quick)
+    contention_placement: str = "same"  # where the spinners run against this process (contention.spinners)
     contention_settle: int = 200  # inferences LWAC's controller runs under each condition before it is timed
 
     def validate(self) -> "LWACOptions":
@@ -507,7 +508,8 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     contention = {}
     for ms in opts.budgets_ms if opts.contention else []:
         contention[f"lwac@{ms:g}ms"] = measure_under_contention(
-            lw, base, n_lat_inputs, ms, n=opts.contention_n, settle=opts.contention_settle, cores=opts.contention)
+            lw, base, n_lat_inputs, ms, n=opts.contention_n, settle=opts.contention_settle, cores=opts.contention,
+            placement=opts.contention_placement)
 
     # ---- budget demonstration with a simulated monitor (budget change, contention, draining battery)
     demo = _budget_demo(lw, test_inputs, lat["dense"].median_ms, opts)
@@ -881,6 +883,10 @@ def add_arguments(p) -> None:
                         "within +-10 %% of the budget, LWAC and dense")
     p.add_argument("--contention-n", type=int, default=300, metavar="N",
                    help="inputs per arm in the --contention measurement")
+    p.add_argument("--contention-placement", choices=PLACEMENTS, default="same",
+                   help="where the --contention processes spin: same = the first on this process's core (they "
+                        "share it by time slices), other = on the other cores (the load arrives through shared "
+                        "caches and memory), os = wherever the scheduler puts them")
     p.add_argument("--quick", action="store_true", help="tiny run for tests: 2 epochs, few timings")
 
 
@@ -897,7 +903,8 @@ def run_command(args, progress=None) -> CommandReport:
                        n=args.latency_n,
                        quick=args.quick, static_k=args.static_k, gate_epochs=args.gate_epochs,
                        gate_target=args.gate_target, gate_delta=args.gate_delta, shallow=args.shallow,
-                       shallow_blocks=args.shallow_blocks, contention=args.contention, contention_n=args.contention_n)
+                       shallow_blocks=args.shallow_blocks, contention=args.contention, contention_n=args.contention_n,
+                       contention_placement=args.contention_placement)
     out = run_lwac(spec_from_args(args), opts, progress)
     res = out.results
     header = ["variant", "acc %", "95% CI", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]

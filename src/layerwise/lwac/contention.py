@@ -8,9 +8,13 @@ reach") as a library function, :func:`measure_under_contention`:
    network and the FLOOR (LWAC at the top of its lambda range: every unit it can bypass
    bypassed, the fastest it can be) run interleaved, one input each in turn, every call timed
    by wall clock;
-2. :func:`spinners` starts ``cores`` other processes, each spinning on one core (the first on
-   the core this process is pinned to for the phase, so the contention cannot be scheduled away
-   on a multi-core machine); LWAC's controller, which measures the wall-clock latency of every
+2. :func:`spinners` starts ``cores`` other processes, each spinning on one core; where they run is
+   the ``placement``: ``same`` (the default) pins this process for the phase and the first spinner
+   to one core, so the two share it by time slices and the contention cannot be scheduled away on
+   a multi-core machine; ``other`` pins this process to one core and the spinners to the others, so
+   the load reaches it only through what the cores share (caches, memory bandwidth, the physical
+   core of an SMT sibling); ``os`` leaves placement to the scheduler. LWAC's controller, which
+   measures the wall-clock latency of every
    inference (``LWACModel.forward``), sees the slower inferences and raises lambda during a
    settle phase, then the CONTENDED phase is timed as the quiet one was;
 3. the spinners are stopped (terminate, then kill after 2 s, and waited for) on the way out,
@@ -37,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,6 +49,9 @@ import torch
 from .config import LWACError, check_latency_ms
 
 log = logging.getLogger(__name__)
+
+Placement = Literal["same", "other", "os"]
+PLACEMENTS = ("same", "other", "os")
 
 # the spinner: pins itself to a core, says "ready", spins; every ~2**20 iterations it checks that
 # the process that started it is still its parent, so it never outlives a killed parent for long
@@ -95,20 +103,29 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def spinners(cores: int = 1, same_core: bool = True) -> Iterator[list[subprocess.Popen]]:
+def spinners(cores: int = 1, placement: Placement = "same") -> Iterator[list[subprocess.Popen]]:
     """``cores`` spinning processes while the block runs; all stopped and reaped on the way out,
-    whatever happens inside. ``same_core`` (Linux): this process is pinned to the first core of
-    its affinity set for the block (restored afterwards) and the first spinner to that same core,
-    the others to the next cores; otherwise the OS places them."""
+    whatever happens inside. Placement (Linux; elsewhere the OS places them): ``same``: this
+    process is pinned to the first core of its affinity set for the block (restored afterwards)
+    and the first spinner to that same core, the others to the next cores; ``other``: this process
+    pinned to the first core and the spinners to the next ones (onto the first again only when
+    there are more spinners than other cores); ``os``: nothing pinned."""
     if cores < 0:
         raise LWACError(f"contention takes a number of cores >= 0, not {cores}")
+    if placement not in PLACEMENTS:
+        raise LWACError(f"contention placement {placement!r}: use one of {', '.join(PLACEMENTS)}")
     before = _affinity()
+    pinned = placement != "os" and bool(before)
     procs: list[subprocess.Popen] = []
     try:
-        if same_core and before:
+        if pinned:
             ordered = sorted(before)
+            if placement == "other" and len(ordered) == 1:
+                log.warning("contention placement 'other': this process may run on one core only, so the "
+                            "spinners share it (as placement 'same')")
             os.sched_setaffinity(0, {ordered[0]})
-            chosen = [ordered[k % len(ordered)] for k in range(cores)]
+            first = 1 if placement == "other" else 0
+            chosen = [ordered[(first + k) % len(ordered)] for k in range(cores)]
         else:
             chosen = [-1] * cores
         for c in chosen:
@@ -117,7 +134,7 @@ def spinners(cores: int = 1, same_core: bool = True) -> Iterator[list[subprocess
     finally:
         for p in procs:
             _stop(p)
-        if same_core and before:
+        if pinned:
             os.sched_setaffinity(0, before)
 
 
@@ -148,8 +165,8 @@ class ContentionReport:
     budget_ms: float
     tolerance: float
     cores: int
-    same_core: bool
-    pinned_core: int | None
+    placement: str  # same / other / os: where the spinners ran against this process (spinners())
+    pinned_core: int | None  # the core this process was pinned to, None if not pinned
     spinner_pids: list[int]
     phases: dict[str, dict[str, ArmStats]]
     reachable: dict[str, bool]  # per phase: the floor finishes >= target_share of inputs by (1 + tol) B
@@ -164,7 +181,8 @@ class ContentionReport:
 
 def _verdict(r: ContentionReport, target: float) -> str:
     c = r.phases["contended"]["lwac"]
-    head = (f"under contention ({r.cores} core{'s' if r.cores != 1 else ''} loaded): "
+    where = {"same": "on this process's core", "other": "beside this process's core", "os": "placed by the OS"}
+    head = (f"under contention ({r.cores} core{'s' if r.cores != 1 else ''} loaded, {where[r.placement]}): "
             f"{100 * c.share_within:.1f} % of inputs within +-{100 * r.tolerance:g} % of {r.budget_ms:g} ms "
             f"(dense {100 * r.phases['contended']['dense'].share_within:.1f} %; LWAC median {c.median_ms:.3f} ms, "
             f"p95 {c.p95_ms:.3f} ms)")
@@ -208,7 +226,7 @@ def _settle(lwac, inputs, steps: int, offset: int) -> None:
 
 def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tensor], budget_ms: float, *,
                              n: int = 300, quiet_n: int | None = None, settle: int = 200, cores: int = 1,
-                             tolerance: float = 0.1, same_core: bool = True, target_share: float = 0.95,
+                             tolerance: float = 0.1, placement: Placement = "same", target_share: float = 0.95,
                              gains: dict | None = None) -> ContentionReport:
     """Per-input latency of LWAC under the absolute budget ``budget_ms``, dense and the floor,
     quiet and then with ``cores`` spinning processes (module docstring).
@@ -241,17 +259,18 @@ def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tenso
     _settle(ctl, inputs, settle, 0)
     summarise("quiet", *_run_phase(arms, inputs, quiet_n, settle, ctl))
     pinned = None
-    with spinners(cores, same_core=same_core) as procs:
+    with spinners(cores, placement=placement) as procs:
         pids = [p.pid for p in procs]
         aff = _affinity()
-        pinned = min(aff) if same_core and aff and len(aff) == 1 else None
-        log.info("contention: %d spinner(s) %s%s", len(procs), pids, f" on core {pinned}" if pinned is not None else "")
+        pinned = min(aff) if placement != "os" and aff and len(aff) == 1 else None
+        log.info("contention: %d spinner(s) %s, placement %s%s", len(procs), pids, placement,
+                 f", this process on core {pinned}" if pinned is not None else "")
         _settle(ctl, inputs, settle, settle + quiet_n)
         summarise("contended", *_run_phase(arms, inputs, n, 2 * settle + quiet_n, ctl))
     loads["end"] = list(os.getloadavg())
     tol = tolerance
     report = ContentionReport(
-        budget_ms=budget_ms, tolerance=tol, cores=cores, same_core=same_core, pinned_core=pinned, spinner_pids=pids,
+        budget_ms=budget_ms, tolerance=tol, cores=cores, placement=placement, pinned_core=pinned, spinner_pids=pids,
         phases=phases, reachable={k: v["floor"].share_at_or_under >= target_share for k, v in phases.items()},
         looser_than_dense={k: v["dense"].median_ms < (1 - tol) * budget_ms for k, v in phases.items()},
         load_average=loads, target_share=target_share)
