@@ -180,3 +180,18 @@ def test_per_sample_cycles_of_a_three_layer_mlp_are_the_sum_of_its_layers():
         for counts in (layers, list(layers.values()), total_counts(model)):
             got = cost(counts, "unit", profile=name, per_sample=True).cycles
             assert got == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("mul", ["swmul", "hwmul"])
+def test_shipped_profiles_are_the_recorded_fit(mul):
+    # the costs in layerwise.unit.mcu come from `python bench/mcu_fit.py ... --out docs/results/mcu-fit.json`;
+    # a profile edited by hand, or a fit rerun without updating the profile, fails here
+    import json
+    from pathlib import Path
+
+    fit = json.loads((Path(__file__).parents[2] / "docs" / "results" / "mcu-fit.json").read_text())["costs"][mul]
+    p = PROFILES[f"msp430-{mul}"]
+    for key, value in fit.items():
+        group, _, method = key.partition(".")
+        shipped = getattr(p, group)[method] if method else getattr(p, key)
+        assert shipped == pytest.approx(value, abs=1e-9), key

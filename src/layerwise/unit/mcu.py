@@ -20,10 +20,10 @@ operation, not a measurement; its ``source`` names the profile. The model charge
 
 Both profiles are FITTED to cycle counts measured in ``mspdebug sim`` (classic MSP430 core, no
 FRAM wait states) on the C that ``layerwise export-c`` generates (:mod:`layerwise.export`):
-tiny-cnn (digits at 28x28) and cnn1d (basic-motions), one inference each, every build (dense,
-dense skipping zeros, UnIT with exact / bitshift / binary_tree / bitmask division), per layer
-(widar-lenet, which the simulator can only run slice by slice, is not in the fit: its run did not
-finish on the shared machine); ``msp430-swmul`` links
+tiny-cnn (digits at 28x28), cnn1d (basic-motions) and widar-lenet (digits at 20x20, measured
+slice by slice: its weights do not fit the simulator's 64 KB), one inference each, every build
+(dense, dense skipping zeros, UnIT with exact / bitshift / binary_tree / bitmask division), per
+layer; ``msp430-swmul`` links
 a shift-and-add 16x16 multiply (one step per bit of ``|w|``), ``msp430-hwmul`` uses the 16-bit
 memory-mapped multiplier (``-mhwmult=16bit``). The costs are the non-negative least-squares
 solution over every measured layer, each equation divided by its network's total
@@ -107,11 +107,12 @@ _POWER = 118e-6 * (_CLOCK / 1e6) * 3.0   # datasheet ~118 uA/MHz at 3 V (estimat
 #: how the profiles were fitted and how well they reproduce the simulator (module docstring)
 FIT_NOTE = ("fitted by non-negative least squares to mspdebug sim (MSPDebug 0.22, classic MSP430 "
             "core) runs of layerwise export-c's C built by clang 14 -O2, per layer, every build "
-            "with both multipliers: tiny-cnn (digits 28x28, UnIT p30 chosen on validation) and "
-            "cnn1d (basic-motions, p60); largest whole-network error in the fit 1.6 % (swmul) and "
-            "3.2 % (hwmul); with each model held out of the fit (costs fitted on the other one) "
-            "7.3 % (swmul) and 62 % (hwmul: one network does not pin down its loop costs); "
-            "docs/export-c.md, layerwise.export.fit")
+            "with both multipliers: tiny-cnn (digits 28x28, UnIT p30 chosen on validation), "
+            "cnn1d (basic-motions, p60) and widar-lenet (digits 20x20, p40, sliced); largest "
+            "whole-network error in the fit 1.6 % (swmul) and 6.2 % (hwmul); with each model held "
+            "out of the fit (costs fitted on the other two) 5.1 % (swmul) and 26 % (hwmul: its "
+            "loop costs are not pinned down by the other networks); docs/export-c.md, "
+            "layerwise.export.fit, docs/results/mcu-fit.json")
 
 PROFILES: dict[str, McuProfile] = {
     # fitted costs, rounded to 1/8 cycle (exact in floating point); see FIT_NOTE. The software
@@ -121,24 +122,24 @@ PROFILES: dict[str, McuProfile] = {
     # come out 0 and are absorbed by the others.
     "msp430-swmul": McuProfile(
         name="msp430-swmul", clock_hz=_CLOCK,
-        mac=183.25, add=1, compare_branch_keep=2.75, compare_branch_skip=8.25, load=2,
-        division={"exact": 427.875, "bitshift": 0.0, "binary_tree": 0.0, "bitmask": 0.0},
-        division_step={"exact": 0, "bitshift": 8.25, "binary_tree": 0.0, "bitmask": 0.0},
+        mac=174.875, add=1, compare_branch_keep=3.0, compare_branch_skip=10.0, load=2,
+        division={"exact": 492.375, "bitshift": 172.625, "binary_tree": 0.0, "bitmask": 0.0},
+        division_step={"exact": 0, "bitshift": 0.0, "binary_tree": 0.0, "bitmask": 0.0},
         default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 8},
         active_power_w=_POWER,
-        multiply_step=12.0, default_multiply_bits=10.125, row=56.625, row_test=71.0, segment=0.0,
-        zero_test_keep=3.125, zero_test_skip=5.75, output=285.375, elementwise=13.875,
+        multiply_step=12.0, default_multiply_bits=9.5, row=70.125, row_test=4.625, segment=0.0,
+        zero_test_keep=3.5, zero_test_skip=6.5, output=263.75, elementwise=13.875,
         source="fitted to mspdebug sim (software shift-and-add multiply)",
         notes=FIT_NOTE),
     "msp430-hwmul": McuProfile(
         name="msp430-hwmul", clock_hz=_CLOCK,
-        mac=41.75, add=1, compare_branch_keep=12.625, compare_branch_skip=12.75, load=2,
-        division={"exact": 634.625, "bitshift": 64.625, "binary_tree": 0.0, "bitmask": 28.375},
-        division_step={"exact": 0, "bitshift": 21.0, "binary_tree": 0.0, "bitmask": 9.25},
+        mac=41.375, add=1, compare_branch_keep=10.25, compare_branch_skip=12.625, load=2,
+        division={"exact": 715.25, "bitshift": 5.125, "binary_tree": 51.25, "bitmask": 0.0},
+        division_step={"exact": 0, "bitshift": 33.875, "binary_tree": 0.0, "bitmask": 19.75},
         default_steps={"exact": 0, "bitshift": 8, "binary_tree": 4.06, "bitmask": 8},
         active_power_w=_POWER,
-        row=0.0, row_test=26.875, segment=10.5, zero_test_keep=8.5, zero_test_skip=10.375,
-        output=92.625, elementwise=13.625,
+        row=0.0, row_test=0.0, segment=0.0, zero_test_keep=6.5, zero_test_skip=9.75,
+        output=159.375, elementwise=13.625,
         source="fitted to mspdebug sim (16-bit hardware multiplier, -mhwmult=16bit)",
         notes=FIT_NOTE),
 }
