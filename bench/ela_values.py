@@ -14,6 +14,11 @@ Run:  python bench/ela_values.py --model resnet56 --batch 32 --rounds 8 --thread
 Prints per step the median and IQR of wall time and of the calling thread's CPU time
 (``time.thread_time``, which a busy machine inflates less than wall time), and the ratios of
 medians to the plain ResNet and to mrla-b/sum.
+
+``--profile K``: afterwards, one more step of each variant under ``torch.profiler`` and the K
+operators whose self CPU time differs most from the plain ResNet's, side by side (ms per step and
+calls): where the attention layers' extra time goes. The profiler adds its own overhead, so read
+the differences, not the totals.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--only", nargs="+", metavar="NAME", help="time only these variants")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also profile one step of each variant and print the K operators whose self CPU time "
+                        "differs most from the plain ResNet's")
     args = p.parse_args()
     # as the command line runs: freed tensor memory reused (LAYERWISE_MALLOC=default: glibc's own settings)
     malloc = "freed memory kept (mallopt)" if keep_freed_memory() else "the allocator's default settings"
@@ -77,6 +85,41 @@ def main() -> None:
         cpu = f"{r.thread_cpu_ms:.0f} ({r.thread_cpu_iqr_ms:.0f})"
         print(f"{k:16s} {wall:>16s} {cpu:>20s} {r.thread_cpu_ms / res['resnet'].thread_cpu_ms:14.2f} "
               f"{r.thread_cpu_ms / res['mrla-b/sum'].thread_cpu_ms:18.2f}")
+    if args.profile:
+        _print_profile({k: _op_times(mdl, x, y, args.threads) for k, mdl in models.items()}, args.profile)
+
+
+def _op_times(model, x, y, threads: int) -> dict[str, tuple[float, int]]:
+    """Self CPU ms and calls per operator of one SGD step (after one unprofiled step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()}
+
+
+def _print_profile(ops: dict[str, dict[str, tuple[float, int]]], k: int) -> None:
+    names = list(ops)
+    keys = set().union(*ops.values())
+    base = ops["resnet"]
+    diff = {op: max(abs(ops[n].get(op, (0.0, 0))[0] - base.get(op, (0.0, 0))[0]) for n in names) for op in keys}
+    top = sorted(keys, key=lambda op: -diff[op])[:k]
+    print(f"\nself CPU ms per step (calls), one profiled step each; the {k} operators that differ most from resnet")
+    print(f"{'operator':34s}" + "".join(f"{n:>22s}" for n in names))
+    for op in top:
+        print(f"{op[:34]:34s}" + "".join(f"{ops[n].get(op, (0.0, 0))[0]:14.1f} ({ops[n].get(op, (0.0, 0))[1]:5d})"
+                                       for n in names))
+    print(f"{'total':34s}" + "".join(f"{sum(t for t, _ in ops[n].values()):14.1f}        " for n in names))
 
 
 if __name__ == "__main__":
