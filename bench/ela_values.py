@@ -15,6 +15,10 @@ Prints per step the median and IQR of wall time and of the calling thread's CPU 
 (``time.thread_time``, which a busy machine inflates less than wall time), and the ratios of
 medians to the plain ResNet and to mrla-b/sum.
 
+``--channels-last``: each variant also in PyTorch's channels_last memory format (``NAME/cl``: the
+model's weights and the input batch converted; the same maths), timed in the same interleaved
+rounds.
+
 ``--profile K``: afterwards, one more step of each variant under ``torch.profiler`` and the K
 operators whose self CPU time differs most from the plain ResNet's, side by side (ms per step and
 calls): where the attention layers' extra time goes. The profiler adds its own overhead, so read
@@ -50,6 +54,8 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--only", nargs="+", metavar="NAME", help="time only these variants")
+    p.add_argument("--channels-last", action="store_true",
+                   help="also time each variant in the channels_last memory format (NAME/cl)")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also profile one step of each variant and print the K operators whose self CPU time "
                         "differs most from the plain ResNet's")
@@ -75,6 +81,8 @@ def main() -> None:
     names = list(dict.fromkeys(["resnet", "mrla-b/sum"] + names))  # the two references of the ratios
     models = {k: builders[k]() for k in names}
     x, y = torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,))
+    if args.channels_last:
+        models.update({f"{k}/cl": _ChannelsLast(builders[k]()) for k in names})
     res = compare_train_steps(models, x, y, rounds=args.rounds, warmup=args.warmup, threads=args.threads)
     print(f"{m}, batch {args.batch}, {args.channels}x{args.size}x{args.size}, {res['resnet'].threads} threads, "
           f"n={args.rounds} interleaved SGD steps each (after {args.warmup} warm-up rounds); malloc: {malloc}")
@@ -87,6 +95,17 @@ def main() -> None:
               f"{r.thread_cpu_ms / res['mrla-b/sum'].thread_cpu_ms:18.2f}")
     if args.profile:
         _print_profile({k: _op_times(mdl, x, y, args.threads) for k, mdl in models.items()}, args.profile)
+
+
+class _ChannelsLast(torch.nn.Module):
+    """A model whose weights and input are in channels_last memory format (outputs unchanged)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
 def _op_times(model, x, y, threads: int) -> dict[str, tuple[float, int]]:
