@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from .config import LWACError, check_latency_ms
 log = logging.getLogger(__name__)
 
 Placement = Literal["same", "other", "os"]
-PLACEMENTS = ("same", "other", "os")
+PLACEMENTS = get_args(Placement)
 
 # the spinner: pins itself to a core, says "ready", spins; every ~2**20 iterations it checks that
 # the process that started it is still its parent, so it never outlives a killed parent for long
