@@ -27,6 +27,8 @@ def test_arm_stats_against_the_budget():
     assert s.share_within == pytest.approx(5 / 8)  # 9.0, 9.5, 10.0, 10.9, 10.05 are within 9..11
     assert s.share_at_or_under == pytest.approx(6 / 8)  # 4.0 is early: under the budget, outside the band
     assert s.median_ms == pytest.approx(sorted(ms)[3] / 2 + sorted(ms)[4] / 2)
+    # median 10.025: within +-1.0025 of it are 9.5, 10.0, 10.9, 10.05 (9.0 misses by 0.0225)
+    assert s.share_near_median == pytest.approx(4 / 8)
 
 
 def test_spinner_spins_and_is_reaped():
@@ -95,8 +97,13 @@ def test_contention_report_on_a_tiny_model(resnet, x16):
     plain = lw.strip()
     rep = measure_under_contention(lw, plain, inputs, budget, n=30, quiet_n=10, settle=10, cores=1)
     assert set(rep.phases) == {"quiet", "contended"}
-    for phase in rep.phases.values():
-        assert set(phase) == {"lwac", "dense", "floor"}
+    assert len(rep.levels) >= 2 and rep.levels[0]["bypassed_per_input"] == 0  # lambda 0 to the top of the range
+    held = {f"level-{k}" for k in range(len(rep.levels))}
+    for name, phase in rep.phases.items():
+        assert set(phase) == {"lwac", "dense", "floor", "lwac-levels"} | held  # the pi controller, levels beside it
+        best = rep.best_fixed_level[name]
+        assert best["share_within"] == max(phase[k].share_within for k in held)
+        assert phase[best["name"]].share_within == best["share_within"]
         for arm in phase.values():
             assert 0.0 <= arm.share_within <= arm.share_at_or_under <= 1.0 and arm.p5_ms <= arm.median_ms <= arm.p95_ms
         assert phase["lwac"].mean_lam is not None and phase["lwac"].mean_bypassed_units >= 0

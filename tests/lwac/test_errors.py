@@ -47,3 +47,16 @@ def test_budget_on_model(resnet, x16):
     lw = attach(resnet, x16, latency_n=1)
     with pytest.raises(LayerwiseError, match=r"outside \(0, 1\]"):
         lw.set_budget(1.2, dense_ms=1.0)
+
+
+def test_budget_options_that_contradict_are_refused_before_any_work():
+    from layerwise.experiments.lwac_run import LWACOptions
+    with pytest.raises(LayerwiseError, match="--contention measures inputs against an absolute budget: add "
+                                             "--latency-budget-ms MS"):
+        LWACOptions(contention=1).validate()
+    with pytest.raises(LayerwiseError, match="--budget-controller levels holds an absolute budget: add "
+                                             "--latency-budget-ms MS"):
+        LWACOptions(budget_controller="levels").validate()
+    with pytest.raises(LayerwiseError, match="--budget-controller 'fuzzy': use one of pi, levels"):
+        LWACOptions(budgets_ms=[1.0], budget_controller="fuzzy").validate()
+    assert LWACOptions(budgets_ms=[1.0], budget_controller="levels").validate().budget_controller == "levels"

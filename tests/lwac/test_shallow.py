@@ -72,7 +72,7 @@ DIGITS = ["lwac", "--model", "resnet20", "--dataset", "digits", "--size", "8", "
 def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_path, capsys):
     out = tmp_path / "lwac"  # the same run also measures --contention (one command, to keep the suite short)
     assert main([*DIGITS, "--latency-budget-ms", "1.5", "--contention", "1", "--contention-n", "10",
-                 "--out", str(out)]) == 0
+                 "--budget-controller", "levels", "--out", str(out)]) == 0
     doc = read_results(out)
     by = {v["name"]: v for v in doc["variants"]}
     assert {"shallow-resnet11", "lwac~shallow-resnet11"} <= set(by)
@@ -100,7 +100,13 @@ def test_lwac_reports_a_shallower_net_paired_with_the_nearest_lwac_point(tmp_pat
     c = by["lwac@1.5ms"]["extra"]["budget"]["contention"]
     assert c["budget_ms"] == 1.5 and c["cores"] == 1 and c["phases"]["contended"]["lwac"]["n"] == 10
     assert c["placement"] == "same" and "on this process's core" in c["verdict"]
-    assert set(c["phases"]["contended"]) == {"lwac", "dense", "floor"}
+    # the level controller holds the budget; the PI controller and every level held fixed run beside it
+    assert c["controller"] == "levels" and "controller levels, the pi controller beside it" in c["verdict"]
+    assert len(c["levels"]) >= 2 and c["levels"] == by["lwac@1.5ms"]["extra"]["budget"]["levels"]
+    assert [lv["ms"] for lv in c["levels"]] == sorted((lv["ms"] for lv in c["levels"]), reverse=True)
+    assert by["lwac@1.5ms"]["extra"]["budget"]["controller"] == "levels"
+    held = {f"level-{k}" for k in range(len(c["levels"]))}
+    assert set(c["phases"]["contended"]) == {"lwac", "dense", "floor", "lwac-pi"} | held
     assert c["verdict"] in text
     import psutil
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

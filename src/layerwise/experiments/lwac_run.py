@@ -30,7 +30,8 @@ from ..lwac.config import LWACError, check_latency_ms
 from ..lwac.finetune import FineTuneConfig, train_learned_gates
 from ..lwac.static import greedy_drop_sets, static_model
 from ..lwac.shallow import ShallowFamily, nearest_by_latency, pick_depths, shallow_family
-from ..lwac.contention import PLACEMENTS, measure_under_contention
+from ..lwac.contention import CONTROLLERS, PLACEMENTS, measure_under_contention
+from ..lwac.levels import measure_levels
 from .common import limit_split
 from ..lwac.policy import PolicyChoice, PolicyStats, choose_policy
 from ..lwac.monitor import ResourceMonitor, SimulatedMonitor, cpu_contention, draining_battery, merge_traces
@@ -75,6 +76,7 @@ class LWACOptions:
     contention: int = 0  # spinner processes, each loading one core, while the absolute budgets are measured
     contention_n: int = 300  # inputs per arm in the contention measurement (not cut by --quick)
     contention_placement: str = "same"  # where the spinners run against this process (contention.spinners)
+    budget_controller: str = "pi"  # for absolute budgets: pi (continuous lambda) or levels (hold a measured depth)
     contention_settle: int = 200  # inferences LWAC's controller runs under each condition before it is timed
 
     def validate(self) -> "LWACOptions":
@@ -98,6 +100,10 @@ class LWACOptions:
             raise LWACError(f"--contention is a number of cores to load (0, 1, ...), not {self.contention}")
         if self.contention and not self.budgets_ms:
             raise LWACError("--contention measures inputs against an absolute budget: add --latency-budget-ms MS")
+        if self.budget_controller not in CONTROLLERS:
+            raise LWACError(f"--budget-controller {self.budget_controller!r}: use one of {', '.join(CONTROLLERS)}")
+        if self.budget_controller != "pi" and not self.budgets_ms:
+            raise LWACError("--budget-controller levels holds an absolute budget: add --latency-budget-ms MS")
         if self.contention_n < 10:
             raise LWACError(f"--contention-n must be >= 10 inputs, not {self.contention_n}")
         if self.quick:
@@ -449,9 +455,12 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
         b.set_budget(f)  # target: f x the online dense-latency estimate (follows machine-load drift)
         budgeted[f"lwac@{f:g}"] = b
         variants[f"lwac@{f:g}"] = b
+    levels = (measure_levels(lw, val_inputs, n=max(20, opts.n), warmup=opts.warmup, threads=threads)
+              if opts.budgets_ms and (opts.budget_controller == "levels" or opts.contention) else None)
     for ms in opts.budgets_ms:
         b = lw.clone()
-        b.set_latency_target(ms)  # absolute: ms per input, whatever the machine's load
+        # absolute: ms per input, whatever the machine's load
+        b.set_latency_target(ms, levels=levels if opts.budget_controller == "levels" else None)
         budgeted[f"lwac@{ms:g}ms"] = b
         variants[f"lwac@{ms:g}ms"] = b
 
@@ -509,7 +518,7 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
     for ms in opts.budgets_ms if opts.contention else []:
         contention[f"lwac@{ms:g}ms"] = measure_under_contention(
             lw, base, n_lat_inputs, ms, n=opts.contention_n, settle=opts.contention_settle, cores=opts.contention,
-            placement=opts.contention_placement)
+            placement=opts.contention_placement, controller=opts.budget_controller, levels=levels)
 
     # ---- budget demonstration with a simulated monitor (budget change, contention, draining battery)
     demo = _budget_demo(lw, test_inputs, lat["dense"].median_ms, opts)
@@ -579,7 +588,10 @@ def run_lwac(spec: RunSpec, opts: LWACOptions, progress=None) -> LWACOutput:
                                "steady_state_median_ms": lat[name].median_ms,
                                "within_10pct": abs(lat[name].median_ms - t) <= 0.1 * t,
                                "reachable": lat[name].median_ms <= 1.1 * t or b.state.lam < b.lam_range[1] * 0.999,
-                               "final_lam": b.state.lam}
+                               "final_lam": b.state.lam, "controller": opts.budget_controller}
+            if opts.budget_controller == "levels":
+                extra["budget"]["levels"] = [lv.to_json() for lv in levels]
+                extra["budget"]["final_slowdown"] = b.budget.slowdown
             if name in contention:
                 extra["budget"]["contention"] = contention[name].to_json()
         elif name in budgeted:
@@ -887,6 +899,9 @@ def add_arguments(p) -> None:
                    help="where the --contention processes spin: same = the first on this process's core (they "
                         "share it by time slices), other = on the other cores (the load arrives through shared "
                         "caches and memory), os = wherever the scheduler puts them")
+    p.add_argument("--budget-controller", choices=CONTROLLERS, default="pi",
+                   help="how --latency-budget-ms is held: pi = PI control of lambda (continuous), levels = hold the "
+                        "measured depth whose latency, scaled by the current slowdown, is nearest the budget")
     p.add_argument("--quick", action="store_true", help="tiny run for tests: 2 epochs, few timings")
 
 
@@ -904,7 +919,7 @@ def run_command(args, progress=None) -> CommandReport:
                        quick=args.quick, static_k=args.static_k, gate_epochs=args.gate_epochs,
                        gate_target=args.gate_target, gate_delta=args.gate_delta, shallow=args.shallow,
                        shallow_blocks=args.shallow_blocks, contention=args.contention, contention_n=args.contention_n,
-                       contention_placement=args.contention_placement)
+                       contention_placement=args.contention_placement, budget_controller=args.budget_controller)
     out = run_lwac(spec_from_args(args), opts, progress)
     res = out.results
     header = ["variant", "acc %", "95% CI", "drop pt", "ms med", "ms IQR", "x dense", "MACs run", "mJ", "H nats"]

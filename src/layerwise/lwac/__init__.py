@@ -40,12 +40,14 @@ Step by step::
     lw.set_lambda(lwac.choose_lambda(points, dense_val_acc, 0.005).lam)
     lw.set_budget(0.7, dense_ms=d)                   # optional: PI control of lambda
     lw.set_latency_target(2.5)                       # or an absolute budget, ms per input
+    lw.set_latency_target(2.5, levels=lwac.measure_levels(lw, inputs))  # holding a measured depth
     y = lw(x)                                        # batch 1, per-input decisions
 
 Every choice where the paper is ambiguous is listed, with the reason, in ``docs/lwac.md``.
 """
 
 from .budget import PIController, budget_controller
+from .levels import Level, LevelController, measure_levels
 from .calibrate import (BypassLabels, LambdaCalibration, LambdaPoint, bypass_labels, calibrate_lambda, choose_lambda,
                         crossfit_sweep, dense_accuracy, dense_reference_ms, gather_relevance, lambda_range, sweep_lambda,
                         train_controllers)
@@ -65,11 +67,11 @@ from .tracker import RelevanceTracker, RingBuffer
 
 __all__ = [
     "LWACReport", "LambdaCalibration", "apply", "calibrate_lambda", "dense_accuracy", "dense_reference_ms",
-    "BypassLabels", "DropSet", "FineTuneConfig", "LWACConfig", "LWACError", "LWACModel", "LambdaPoint", "PIController", "PolicyChoice", "PolicyStats",
+    "BypassLabels", "DropSet", "FineTuneConfig", "LWACConfig", "LWACError", "LWACModel", "LambdaPoint", "Level", "LevelController", "PIController", "PolicyChoice", "PolicyStats",
     "RelevanceTracker", "ResourceMonitor", "ResourceState", "RingBuffer", "SharedBuffer", "SimulatedMonitor",
     "UnitController", "UnitInfo", "activation_entropy", "alpha", "attach", "branch_dropout", "budget_controller",
     "bypass_labels", "calibrate", "check_budget", "choose_lambda", "choose_policy", "cost", "cpu_contention", "crossfit_sweep",
     "draining_battery", "finetune", "gather_relevance", "greedy_drop_sets", "init_gates", "lambda_range", "merge_traces",
-    "multiplier", "normalise", "regulariser", "relevance", "residual_model_kwargs", "static_model", "summarise",
+    "measure_levels", "multiplier", "normalise", "regulariser", "relevance", "residual_model_kwargs", "static_model", "summarise",
     "sweep_lambda", "train_controllers", "train_learned_gates", "unit_costs",
 ]

@@ -24,6 +24,7 @@ from ..layers import list_layers
 from ..measure import per_layer_latency
 from .acu import AttentionCalibrationUnit, hooked
 from .budget import PIController, budget_controller
+from .levels import Level, LevelController
 from .config import LWACConfig, LWACError
 from .controller import UnitController, summary_features, summary_kind
 from .equations import normalise
@@ -79,7 +80,7 @@ class LWACModel(nn.Module):
         self.dense_ms = dense_ms
         self.power_ref_w = state.config.power_ref_w
         self.monitor = None
-        self.budget: PIController | None = None
+        self.budget: _RangeController | LevelController | None = None
         self.lam_range: tuple[float, float] = (0.0, 1.0)
         # (lambda, estimated latency ratio) from calibration: the budget controller's feed-forward
         self.lam_curve: list[tuple[float, float]] = []
@@ -230,13 +231,25 @@ class LWACModel(nn.Module):
         self._last_bypassed = None
         return pi
 
-    def set_latency_target(self, target_ms: float, **gains) -> PIController:
-        """Track an ABSOLUTE budget of ``target_ms`` milliseconds per input by PI control of lambda
-        (the fraction of dense latency it stands for follows the machine: under contention the
-        same target needs more bypassing). Feed-forward from the calibration curve with the
-        MEASURED dense latency (``dense_ms``), when both are known."""
+    def set_latency_target(self, target_ms: float, *, levels: list[Level] | None = None,
+                           **gains) -> PIController | LevelController:
+        """Track an ABSOLUTE budget of ``target_ms`` milliseconds per input (the fraction of dense
+        latency it stands for follows the machine: under contention the same target needs more
+        bypassing).
+
+        ``levels`` (from :func:`layerwise.lwac.levels.measure_levels`): hold the measured depth
+        level nearest the budget, scaled by the machine's current slowdown (``gains`` go to
+        :class:`~layerwise.lwac.levels.LevelController`). Without: PI control of lambda, fed
+        forward from the calibration curve with the MEASURED dense latency (``dense_ms``), when
+        both are known."""
         from .config import check_latency_ms
         t = check_latency_ms(target_ms)
+        if levels is not None:
+            ctl = LevelController(t, levels, **gains)
+            self.budget = ctl
+            self.state.lam = ctl.lam
+            self.refresh_pressure()
+            return ctl
         frac = min(1.0, t / self.dense_ms) if self.dense_ms else 1.0
         pi = self.set_budget(frac, dense_ms=t / frac if frac > 0 else t, **gains)
         pi.target_ms = t
