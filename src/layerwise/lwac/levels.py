@@ -34,6 +34,7 @@ It has the PI controller's interface (``update(measured_ms, dense_equivalent_ms)
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections import deque
 from collections.abc import Sequence
@@ -57,6 +58,16 @@ class Level:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _hold(lwac, lam: float) -> None:
+    """Set lambda and let the pressure reach it: with ``config.smoothing`` (an EMA between
+    inferences) one refresh only moves it part of the way; repeat until within 1e-6."""
+    lwac.set_lambda(lam)
+    rho = lwac.config.smoothing
+    if rho > 0:
+        for _ in range(int(math.ceil(math.log(1e-6) / math.log(rho)))):
+            lwac.refresh_pressure()
 
 
 def _signature(lwac, inputs: Sequence[torch.Tensor]) -> tuple[tuple[float, ...], float]:
@@ -89,7 +100,7 @@ def measure_levels(lwac, inputs: Sequence[torch.Tensor], *, lams: Sequence[float
     probe.clear_budget()
     groups: dict[tuple, list[tuple[float, float]]] = {}
     for lam in grid:
-        probe.set_lambda(lam)
+        _hold(probe, lam)
         sig, per_input = _signature(probe, inputs)
         groups.setdefault(sig, []).append((lam, per_input))
     clones, meta = {}, {}
@@ -97,7 +108,7 @@ def measure_levels(lwac, inputs: Sequence[torch.Tensor], *, lams: Sequence[float
         lam, per_input = members[len(members) // 2]
         c = lwac.clone()
         c.clear_budget()
-        c.set_lambda(lam)
+        _hold(c, lam)
         clones[f"level-{k}"] = c
         meta[f"level-{k}"] = (lam, per_input, (members[0][0], members[-1][0]))
     cycles = {name: (_Cycle(c, list(inputs)), inputs[0]) for name, c in clones.items()}
