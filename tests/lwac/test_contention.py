@@ -29,6 +29,8 @@ def test_arm_stats_against_the_budget():
     assert s.median_ms == pytest.approx(sorted(ms)[3] / 2 + sorted(ms)[4] / 2)
     # median 10.025: within +-1.0025 of it are 9.5, 10.0, 10.9, 10.05 (9.0 misses by 0.0225)
     assert s.share_near_median == pytest.approx(4 / 8)
+    skewed = ArmStats.of([1.0, 1.0, 1.05, 0.95, 10.0], budget_ms=5.0, tol=0.1)
+    assert skewed.share_near_median == pytest.approx(4 / 5)  # around the median 1.0, not the mean 2.8 or the budget
 
 
 def test_spinner_spins_and_is_reaped():

@@ -261,7 +261,8 @@ def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tenso
     per arm in the contended phase (``quiet_n``, default n // 3, in the quiet one); ``settle``:
     inferences LWAC runs under each condition before it is timed (its controller converging).
     ``controller``: ``pi`` (continuous lambda) or ``levels`` (hold a measured depth,
-    :class:`~layerwise.lwac.levels.LevelController`); ``gains`` go to it. The depth levels are
+    :class:`~layerwise.lwac.levels.LevelController`); ``gains`` go to it (the other controller,
+    timed beside it, runs with its defaults). The depth levels are
     measured quiet first on ``inputs`` (:func:`~layerwise.lwac.levels.measure_levels`, ``level_n``
     timed calls each) unless ``levels`` are given, whichever controller runs: each is also an arm
     held fixed, which shows what the best single depth could do in each phase."""
@@ -279,15 +280,15 @@ def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tenso
     ctl.set_latency_target(budget_ms, levels=levels if controller == "levels" else None, **(gains or {}))
     floor = lwac.clone()
     floor.clear_budget()
-    floor.set_lambda(floor.lam_range[1])  # the top of the calibrated range: every unit it can bypass, bypassed
+    floor.hold_lambda(floor.lam_range[1])  # the top of the calibrated range: every unit it can bypass, bypassed
     other = "levels" if controller == "pi" else "pi"  # the other controller, side by side
     alt = lwac.clone()
-    alt.set_latency_target(budget_ms, levels=levels if other == "levels" else None, **(gains or {}))
+    alt.set_latency_target(budget_ms, levels=levels if other == "levels" else None)  # its default gains
     arms = {"lwac": ctl, "dense": dense, "floor": floor, f"lwac-{other}": alt}
     for k, lv in enumerate(levels):
         held = lwac.clone()
         held.clear_budget()
-        held.set_lambda(lv.lam)
+        held.hold_lambda(lv.lam)
         arms[f"level-{k}"] = held
     loads = {"start": list(os.getloadavg())}
     phases: dict[str, dict[str, ArmStats]] = {}

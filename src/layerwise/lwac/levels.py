@@ -1,40 +1,39 @@
 """Depth levels and the level controller: an absolute budget held by choosing among measured depths.
 
 The PI controller (:mod:`layerwise.lwac.budget`) moves lambda continuously. With the heuristic
-policy a lambda gives one execution path, and the paths' latencies come in steps: on a ResNet-20
-each gateable block costs 17-20 % of a 1.5 ms budget, wider than a +-10 % band. A continuous
-lambda that settles between two steps makes consecutive inferences alternate between the depths
-on either side of the budget, and few of them land inside the band.
+policy a lambda gives one execution path, and the paths' latencies come in steps: on the
+Fashion-MNIST ResNet-20 of ``docs/lwac.md`` neighbouring depths are 0.21-0.30 ms apart, 14-20 % of
+a 1.5 ms budget, as wide as the whole +-10 % band. A continuous lambda that settles between two
+steps makes consecutive inferences alternate between the depths on either side of the budget,
+and few of them land inside the band.
 
 The level controller holds ONE level instead:
 
-1. :func:`measure_levels` sweeps lambda (the calibration grid), groups the lambdas by what they do
-   on a set of inputs (the share of inputs on which each unit is bypassed), keeps the middle lambda
-   of each group (the furthest from the group's edges, where a small change of the costs C_i would
-   flip a decision), and times the groups' representatives side by side (interleaved medians at
-   batch 1): a list of :class:`Level` (lambda, median ms), slowest first.
+1. :func:`measure_levels` runs every lambda of a grid (the calibration grid by default) on a set
+   of inputs, in increasing order, and cuts the grid into runs of consecutive lambdas that do the
+   same thing there (per unit, the share of inputs on which it is bypassed). Each run is one
+   level, represented by its middle lambda in grid order (away from the run's ends, where a small
+   change of the costs C_i would flip a decision); the levels are timed side by side
+   (interleaved medians at batch 1): a list of :class:`Level` (lambda, median ms), slowest first.
 2. :class:`LevelController` keeps a running median ``s`` of measured / expected latency over the
-   last ``window`` inferences (the slowdown the machine imposes now: under a competing process
-   every level slows by about the same factor; the median of 3 ignores a single preempted
-   inference). The window is short because the machine's slowdown drifts: 1,000 identical
-   batch-1 inferences of a ResNet-20 on the 2-core test machine spread from -13 % to +19 %
-   around their median (5th-95th percentile, thread CPU time alike), with a lag-1
-   autocorrelation of 0.75, so the last few inferences predict the next one; replayed through
-   the controller that series put 78 % of inferences within +-10 % of a 1.5 ms budget with a
-   window of 3, 70 % with 15),
-   predicts every level's latency as ``s * level.ms`` and holds the level whose prediction is
-   nearest the budget (``ceiling=True``: the slowest level predicted at or under it). It moves to
-   another level only when that one's predicted distance from the budget is smaller by more than
-   ``hysteresis`` x the budget, so noise does not make it alternate.
+   last ``window`` inferences: the slowdown the machine imposes now (under a competing process
+   every level slows by about the same factor; a median of 3 ignores one preempted inference).
+   It predicts every level's latency as ``s * level.ms`` and holds the level whose prediction is
+   nearest the budget (``ceiling=True``: the slowest level predicted at or under it), moving to
+   another only when that one's predicted distance from the budget is smaller by more than
+   ``hysteresis`` x the budget, so that noise does not make it alternate. The window is short
+   because the machine's speed drifts: on the 2-core test machine identical batch-1 inferences
+   vary by tens of percent, slowly (``bench/latency_drift.py`` measures the spread and its
+   autocorrelation and replays the series through this controller for several windows).
 
 It has the PI controller's interface (``update(measured_ms, dense_equivalent_ms)`` returns lambda,
-``target_ms``), so ``LWACModel.set_latency_target(ms, levels=...)`` swaps one for the other.
+``target_ms``), so ``LWACModel.set_latency_target(ms, levels=...)`` swaps one for the other, and the
+model settles the pressure at each new level (:meth:`LWACModel.hold_lambda`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from collections import deque
 from collections.abc import Sequence
@@ -54,20 +53,10 @@ class Level:
     lam: float
     ms: float
     bypassed_per_input: float  # units bypassed per input at this lambda, on the measuring inputs
-    lams: tuple[float, float]  # the lowest and highest lambda of the grid that behaved alike
+    lams: tuple[float, float]  # the lowest and highest lambda of its run of the grid (all behaved alike)
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _hold(lwac, lam: float) -> None:
-    """Set lambda and let the pressure reach it: with ``config.smoothing`` (an EMA between
-    inferences) one refresh only moves it part of the way; repeat until within 1e-6."""
-    lwac.set_lambda(lam)
-    rho = lwac.config.smoothing
-    if rho > 0:
-        for _ in range(int(math.ceil(math.log(1e-6) / math.log(rho)))):
-            lwac.refresh_pressure()
 
 
 def _signature(lwac, inputs: Sequence[torch.Tensor]) -> tuple[tuple[float, ...], float]:
@@ -98,17 +87,20 @@ def measure_levels(lwac, inputs: Sequence[torch.Tensor], *, lams: Sequence[float
         raise LWACError(f"measure_levels needs lambdas >= 0, not {grid[:3]}: pass lams=[...] or calibrate first")
     probe = lwac.clone()
     probe.clear_budget()
-    groups: dict[tuple, list[tuple[float, float]]] = {}
+    runs: list[tuple[tuple, list[tuple[float, float]]]] = []  # consecutive lambdas that behave alike
     for lam in grid:
-        _hold(probe, lam)
+        probe.hold_lambda(lam)
         sig, per_input = _signature(probe, inputs)
-        groups.setdefault(sig, []).append((lam, per_input))
+        if runs and runs[-1][0] == sig:
+            runs[-1][1].append((lam, per_input))
+        else:
+            runs.append((sig, [(lam, per_input)]))
     clones, meta = {}, {}
-    for k, members in enumerate(groups.values()):
+    for k, (_, members) in enumerate(runs):
         lam, per_input = members[len(members) // 2]
         c = lwac.clone()
         c.clear_budget()
-        _hold(c, lam)
+        c.hold_lambda(lam)
         clones[f"level-{k}"] = c
         meta[f"level-{k}"] = (lam, per_input, (members[0][0], members[-1][0]))
     cycles = {name: (_Cycle(c, list(inputs)), inputs[0]) for name, c in clones.items()}

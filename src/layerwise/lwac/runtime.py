@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -121,7 +122,10 @@ class LWACModel(nn.Module):
                 changed = True
         ms = dt * 1e3 * self.buffer.state.latency_scale
         if self.budget is not None:
-            st.lam = float(self.budget.update(ms, self._dense_equivalent_ms(ms)))
+            lam = float(self.budget.update(ms, self._dense_equivalent_ms(ms)))
+            if isinstance(self.budget, LevelController) and lam != st.lam:
+                self.hold_lambda(lam)  # a new level: its expected latency holds from the next inference on
+            st.lam = lam
             changed = True
         if tracked and self.config.adapt:
             self.refresh_costs()
@@ -212,6 +216,17 @@ class LWACModel(nn.Module):
         self.state.lam = lam
         self.refresh_pressure()
 
+    def hold_lambda(self, lam: float) -> None:
+        """:meth:`set_lambda`, and the pressure settled at it: with ``config.smoothing`` (an EMA
+        between inferences) one refresh moves the pressure only part of the way; it is refreshed
+        until the remaining gap is below 1e-6 of the first one. A fixed depth (a level, the floor)
+        is then what its lambda does from the first inference on."""
+        self.set_lambda(lam)
+        rho = self.config.smoothing
+        if rho > 0:
+            for _ in range(int(math.ceil(math.log(1e-6) / math.log(rho)))):
+                self.refresh_pressure()
+
     def set_budget(self, fraction: float, dense_ms: float | None = None, **gains) -> PIController:
         """Track ``fraction`` of dense latency by PI control of lambda over ``lam_range``.
 
@@ -247,8 +262,7 @@ class LWACModel(nn.Module):
         if levels is not None:
             ctl = LevelController(t, levels, **gains)
             self.budget = ctl
-            self.state.lam = ctl.lam
-            self.refresh_pressure()
+            self.hold_lambda(ctl.lam)
             return ctl
         frac = min(1.0, t / self.dense_ms) if self.dense_ms else 1.0
         pi = self.set_budget(frac, dense_ms=t / frac if frac > 0 else t, **gains)
