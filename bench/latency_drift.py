@@ -7,8 +7,8 @@ Times ``--n`` identical inferences (one input, one thread, ``torch.inference_mod
 and thread CPU time; prints the 5th-95th percentile around the median, the share within +-10 % of
 the median, the autocorrelation of the series at a few lags, and then replays the series, as a
 multiplicative slowdown ``t / median(t)``, through :class:`layerwise.lwac.levels.LevelController`
-holding ``--budget`` ms over depth levels of ``--levels`` ms (default: the Fashion-MNIST ResNet-20
-levels of docs/lwac.md), for several windows: the share of inferences it would put within +-10 %
+holding ``--budget`` ms over depth levels of ``--levels`` ms (default: levels that one run of
+docs/lwac.md's contention command measured on the Fashion-MNIST ResNet-20), for several windows: the share of inferences it would put within +-10 %
 of the budget if every level slowed by the same factor.
 """
 
@@ -24,7 +24,8 @@ import torch
 from layerwise.lwac.levels import Level, LevelController
 from layerwise.models import build_model
 
-LEVELS_MS = (1.903, 1.674, 1.389, 1.161, 0.882, 0.660, 0.445)  # docs/lwac.md, one calibrated ResNet-20
+# the levels one run of docs/lwac.md's contention command measured (Fashion-MNIST ResNet-20, heuristic policy)
+LEVELS_MS = (1.903, 1.674, 1.389, 1.161, 0.882, 0.660, 0.445)
 
 
 def replay(slowdown: np.ndarray, levels_ms, budget: float, window: int, hysteresis: float) -> float:
