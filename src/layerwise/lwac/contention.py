@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from .config import LWACError, check_latency_ms
-from .levels import Level, measure_levels
+from .levels import Level, held_at, measure_levels
 
 log = logging.getLogger(__name__)
 
@@ -276,20 +276,17 @@ def measure_under_contention(lwac, dense: Callable, inputs: Sequence[torch.Tenso
         raise LWACError(f"budget controller {controller!r}: use one of {', '.join(CONTROLLERS)}")
     quiet_n = max(1, n // 3) if quiet_n is None else quiet_n
     levels = list(levels) if levels is not None else measure_levels(lwac, list(inputs[:50]), n=level_n)
-    ctl = lwac.clone()
-    ctl.set_latency_target(budget_ms, levels=levels if controller == "levels" else None, **(gains or {}))
-    floor = lwac.clone()
-    floor.clear_budget()
-    floor.hold_lambda(floor.lam_range[1])  # the top of the calibrated range: every unit it can bypass, bypassed
+
+    def budgeted(kind: str, kind_gains: dict):
+        c = lwac.clone()
+        c.set_latency_target(budget_ms, levels=levels if kind == "levels" else None, **kind_gains)
+        return c
+
     other = "levels" if controller == "pi" else "pi"  # the other controller, side by side
-    alt = lwac.clone()
-    alt.set_latency_target(budget_ms, levels=levels if other == "levels" else None)  # its default gains
-    arms = {"lwac": ctl, "dense": dense, "floor": floor, f"lwac-{other}": alt}
-    for k, lv in enumerate(levels):
-        held = lwac.clone()
-        held.clear_budget()
-        held.hold_lambda(lv.lam)
-        arms[f"level-{k}"] = held
+    ctl, alt = budgeted(controller, gains or {}), budgeted(other, {})  # the other one with its default gains
+    # the floor: the top of the calibrated range, every unit it can bypass bypassed
+    arms = {"lwac": ctl, "dense": dense, "floor": held_at(lwac, lwac.lam_range[1]), f"lwac-{other}": alt}
+    arms.update({f"level-{k}": held_at(lwac, lv.lam) for k, lv in enumerate(levels)})
     loads = {"start": list(os.getloadavg())}
     phases: dict[str, dict[str, ArmStats]] = {}
 

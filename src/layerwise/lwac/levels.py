@@ -59,6 +59,14 @@ class Level:
         return asdict(self)
 
 
+def held_at(lwac, lam: float):
+    """A clone of ``lwac`` with no budget, held at ``lam`` (its pressure settled): one fixed depth."""
+    c = lwac.clone()
+    c.clear_budget()
+    c.hold_lambda(lam)
+    return c
+
+
 def _signature(lwac, inputs: Sequence[torch.Tensor]) -> tuple[tuple[float, ...], float]:
     """Per unit, the share of ``inputs`` on which it was bypassed (rounded), and units bypassed per input."""
     lwac.reset_counts()
@@ -85,8 +93,7 @@ def measure_levels(lwac, inputs: Sequence[torch.Tensor], *, lams: Sequence[float
     grid = sorted({float(v) for v in lams})
     if not grid or grid[0] < 0:
         raise LWACError(f"measure_levels needs lambdas >= 0, not {grid[:3]}: pass lams=[...] or calibrate first")
-    probe = lwac.clone()
-    probe.clear_budget()
+    probe = held_at(lwac, grid[0])
     runs: list[tuple[tuple, list[tuple[float, float]]]] = []  # consecutive lambdas that behave alike
     for lam in grid:
         probe.hold_lambda(lam)
@@ -98,10 +105,7 @@ def measure_levels(lwac, inputs: Sequence[torch.Tensor], *, lams: Sequence[float
     clones, meta = {}, {}
     for k, (_, members) in enumerate(runs):
         lam, per_input = members[len(members) // 2]
-        c = lwac.clone()
-        c.clear_budget()
-        c.hold_lambda(lam)
-        clones[f"level-{k}"] = c
+        clones[f"level-{k}"] = held_at(lwac, lam)
         meta[f"level-{k}"] = (lam, per_input, (members[0][0], members[-1][0]))
     cycles = {name: (_Cycle(c, list(inputs)), inputs[0]) for name, c in clones.items()}
     timed = compare_latency(cycles, n=max(3, n), warmup=warmup, threads=threads)
